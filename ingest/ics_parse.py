@@ -1,0 +1,1054 @@
+"""Pure calendar parsing: iCalendar bytes in, meeting occurrences out.
+
+This module is the whole of netaudit's calendar *understanding* and nothing else: no files,
+no network, no database. A caller (file import, vdir watcher, HTTP feed) hands over the bytes
+of one ``.ics`` and gets back a :class:`CalendarParse` with
+
+* the expanded, non-cancelled occurrences of events inside a time window (DESIGN.md
+  "Definitions: Meeting"),
+* the problems met on the way, one per broken calendar or per broken UID (for the
+  quarantine table), and
+* the UIDs the file describes, so the caller can replace stored occurrences UID by UID.
+
+The rules come from research/ingestion.md §3 (R-ICS-2..5). The decisions that go beyond
+them are written next to the code that makes them and summed up here:
+
+* ``me`` empty: the file is taken to be the user's own calendar, so every event counts as
+  attended and ``organizer_is_me`` is False. With ``me`` given, an event counts when I am
+  its organizer or a non-declining attendee; an event with neither ORGANIZER nor ATTENDEE
+  (a private entry in my own calendar) counts too; my own ATTENDEE entry saying DECLINED
+  (or DELEGATED) wins over being the organizer.
+* Events with no counterparts are still returned (``counterparts == ()``): they are
+  meetings of mine in the calendar sense; the caller makes no edges from them.
+* Counterparts leave out PARTSTAT DECLINED and DELEGATED (a delegator hands the seat to the
+  delegate, who is listed on their own), CUTYPE ROOM/RESOURCE/GROUP, ROLE NON-PARTICIPANT,
+  Google's calendar pseudo-addresses (``*.calendar.google.com``), entries that carry no
+  e-mail address, and my own addresses. TENTATIVE and NEEDS-ACTION are kept, with the
+  PARTSTAT on :class:`Counterpart`, so a caller can apply the configurable policy of R-ICS-4.
+* ``mode``: a physical LOCATION wins over a conferencing link (Google Workspace and Teams add
+  a link to every event, in-person ones too); otherwise any conferencing link or conference
+  property makes the occurrence ``online``.
+* A series whose window holds more than ``max_occurrences_per_series`` occurrences keeps the
+  first ones and reports a Problem; a rule too dense to even count cheaply is dropped with a
+  Problem. The caller must not replace stored occurrences of a UID in ``failed_uids``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo
+
+import icalendar
+import recurring_ical_events
+import x_wr_timezone
+from dateutil.rrule import rrulestr
+from icalendar.enums import CUTYPE, PARTSTAT, ROLE, STATUS
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
+
+__all__ = [
+    "CalendarParse",
+    "Counterpart",
+    "Occurrence",
+    "Problem",
+    "parse_calendar",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Counterpart:
+    """Someone I met at an occurrence.
+
+    ``partstat`` (an addition to the brief) is the upper-case PARTSTAT of their entry
+    (``ACCEPTED``, ``TENTATIVE``, ``NEEDS-ACTION``...; ``ACCEPTED`` for an organizer who is
+    not also listed as an attendee) so that callers can drop TENTATIVE / NEEDS-ACTION when
+    configured to (R-ICS-4).
+    """
+
+    address: str  # lower-cased e-mail address, without 'mailto:'
+    name: str | None  # CN
+    role: str  # 'organizer' or 'attendee'
+    partstat: str = "ACCEPTED"
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One expanded, non-cancelled occurrence of an event that I attended.
+
+    ``occurrence_key`` is ``f"{uid}|{recurrence_id}"``. ``recurrence_id`` is the
+    RECURRENCE-ID of an overriding component, else the original start of the occurrence (for
+    a RANGE=THISANDFUTURE shift: the slot before the shift), written ``YYYY-MM-DD`` for dates
+    and ``YYYY-MM-DDTHH:MM:SSZ`` (UTC) for date-times. It therefore does not change when an
+    occurrence is moved, and a re-import yields the same keys.
+    """
+
+    occurrence_key: str
+    uid: str
+    recurrence_id: str
+    start: datetime | None  # UTC-aware for timed events; None for all-day
+    end: datetime | None
+    start_date: date | None  # all-day: the DATE itself, never shifted through UTC
+    end_date: date | None  # all-day: exclusive end date
+    all_day: bool
+    mode: str | None  # 'online', 'in_person' or None
+    organizer_is_me: bool
+    counterparts: tuple[Counterpart, ...]
+    summary: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something in the input that was dropped, cut short or guessed, for the quarantine."""
+
+    location: str  # "calendar" or "UID <uid>"
+    reason: str  # one readable line
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarParse:
+    """The result of :func:`parse_calendar`.
+
+    Additions to the brief, both empty in the usual case:
+
+    * ``failed_uids``: UIDs with a Problem whose occurrences are missing or cut short. A
+      caller replacing occurrences per UID must leave these UIDs as they were stored
+      ("a failed or partial fetch never deletes stored data").
+    * ``cancelled_keys``: occurrence keys cancelled by a ``METHOD:CANCEL`` component that
+      names a RECURRENCE-ID (an iTIP cancel of one instance). Such a file says nothing about
+      the rest of the series, so its UID is not in ``uids``; the caller deletes these keys.
+    """
+
+    occurrences: tuple[Occurrence, ...]
+    problems: tuple[Problem, ...]
+    uids: frozenset[str]
+    failed_uids: frozenset[str] = frozenset()
+    cancelled_keys: frozenset[str] = frozenset()
+
+
+# --------------------------------------------------------------------------------------
+# public entry point
+# --------------------------------------------------------------------------------------
+
+
+def parse_calendar(
+    data: bytes,
+    *,
+    me: frozenset[str],
+    window_start: datetime,
+    window_end: datetime,
+    default_tz: str = "UTC",
+    max_bytes: int = 20_000_000,
+    max_occurrences_per_series: int = 5000,
+    max_seconds: float = 120.0,
+) -> CalendarParse:
+    """Expand the events of an iCalendar file into my meeting occurrences in a window.
+
+    Never raises for any ``data``: unparseable input gives no occurrences and one
+    ``Problem("calendar", ...)``; a broken event or series gives a Problem for its UID and the
+    rest of the file is still returned. Only caller mistakes raise ``ValueError``: a naive or
+    reversed window, or an unknown ``default_tz``.
+
+    ``window_start``/``window_end`` bound the occurrences (an occurrence overlapping the
+    window is included). ``default_tz`` is the zone of floating times in a calendar without a
+    valid X-WR-TIMEZONE. ``max_seconds`` (an addition) is a safety valve against rules that
+    make the expansion library search for centuries (``FREQ=SECONDLY`` with an impossible
+    ``BYMONTHDAY``): series not reached in time become Problems.
+    """
+    if window_start.tzinfo is None or window_end.tzinfo is None:
+        raise ValueError("window_start and window_end must be timezone-aware")
+    if window_end < window_start:
+        raise ValueError("window_end is before window_start")
+    fallback_tz = _resolve_zone(default_tz)
+    if fallback_tz is None:
+        raise ValueError(f"unknown default_tz {default_tz!r}")
+    settings = _Settings(
+        me=frozenset(filter(None, (_normalise_address(a) for a in me))),
+        window_start=window_start.astimezone(UTC),
+        window_end=window_end.astimezone(UTC),
+        default_tz=fallback_tz,
+        cap=max(1, max_occurrences_per_series),
+        deadline=time.monotonic() + max_seconds,
+    )
+    try:
+        return _parse(data, settings, max_bytes)
+    except Exception as exc:  # the last guard of "never raises": report, do not crash
+        return CalendarParse(
+            occurrences=(),
+            problems=(Problem("calendar", f"unexpected error: {_describe(exc)}"),),
+            uids=frozenset(),
+        )
+
+
+# --------------------------------------------------------------------------------------
+# decoding and parsing the text
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    me: frozenset[str]
+    window_start: datetime
+    window_end: datetime
+    default_tz: tzinfo
+    cap: int
+    deadline: float
+
+
+def _describe(exc: BaseException) -> str:
+    """One readable line for an exception, short enough for a quarantine row."""
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _decode(data: bytes) -> str:
+    """Turn bytes into text the way real exports need it.
+
+    RFC 5545 says UTF-8, but Outlook and older tools write Windows-1252 or UTF-16. icalendar
+    would replace undecodable bytes with U+FFFD and lose names in CN; trying cp1252 first
+    keeps them. Latin-1 never fails, so this always returns.
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        with contextlib.suppress(UnicodeDecodeError):
+            return data.decode("utf-16")
+    for encoding in ("utf-8-sig", "cp1252"):
+        with contextlib.suppress(UnicodeDecodeError):
+            return data.decode(encoding)
+    return data.decode("latin-1")
+
+
+def _load(text: str) -> tuple[list[icalendar.Calendar], list[Problem]]:
+    """Parse the text into calendars; on a syntax error, salvage the events one by one.
+
+    icalendar turns bad property *values* into broken properties but gives up on the whole
+    file at one malformed *line*. Re-parsing each VEVENT block on its own keeps the rest of
+    the calendar and blames only the events that are really broken.
+    """
+    try:
+        components = icalendar.Calendar.from_ical(text, multiple=True)
+    except Exception as exc:
+        salvaged, problems = _salvage(text)
+        if not salvaged:
+            return [], [Problem("calendar", f"cannot parse calendar: {_describe(exc)}")]
+        return salvaged, problems
+    calendars = [c for c in components if isinstance(c, icalendar.Calendar)]
+    loose = [c for c in components if isinstance(c, icalendar.Event)]
+    if loose:  # bare VEVENTs without a VCALENDAR around them
+        wrapper = icalendar.Calendar()
+        for event in loose:
+            wrapper.add_component(event)
+        calendars.append(wrapper)
+    if not calendars:
+        return [], [Problem("calendar", "no VCALENDAR or VEVENT found")]
+    return calendars, []
+
+
+_BEGIN_END = re.compile(r"^(BEGIN|END):([A-Za-z0-9-]+)\s*$", re.IGNORECASE)
+_UID_LINE = re.compile(r"^UID[;:](?:[^:]*:)?(.*)$", re.IGNORECASE)
+
+
+def _salvage(text: str) -> tuple[list[icalendar.Calendar], list[Problem]]:
+    """Rebuild each VCALENDAR from its VTIMEZONE and VEVENT blocks, dropping broken ones."""
+    lines = re.sub(r"\r?\n[ \t]", "", text).splitlines()  # unfold (RFC 5545 §3.1)
+    calendars: list[icalendar.Calendar] = []
+    problems: list[Problem] = []
+    header: list[str] = []
+    blocks: list[tuple[str, int, list[str]]] = []
+    stack: list[str] = []
+    current: list[str] = []
+    start_line = 0
+
+    def finish_calendar() -> None:
+        if blocks:
+            calendar, found = _rebuild(header, blocks)
+            problems.extend(found)
+            if calendar is not None:
+                calendars.append(calendar)
+        header.clear()
+        blocks.clear()
+
+    for number, line in enumerate(lines, start=1):
+        match = _BEGIN_END.match(line.strip())
+        kind, name = (match.group(1).upper(), match.group(2).upper()) if match else ("", "")
+        if kind == "BEGIN":
+            if not stack and name != "VCALENDAR":
+                stack.append("VCALENDAR")  # a bare component: pretend a VCALENDAR around it
+            if len(stack) == 1:
+                current, start_line = [], number
+            stack.append(name)
+        if len(stack) >= 2:
+            current.append(line)
+        elif len(stack) == 1 and kind == "":
+            header.append(line)
+        if kind == "END" and stack:
+            if name in stack:
+                while stack and stack.pop() != name:
+                    pass
+            if len(stack) == 1:
+                blocks.append((name, start_line, current))
+                current = []
+            if not stack or name == "VCALENDAR":
+                stack.clear()
+                finish_calendar()
+    if len(stack) >= 2 and current:
+        blocks.append((stack[1], start_line, current))  # unterminated: try it anyway
+    finish_calendar()
+    return calendars, problems
+
+
+_HEADER_KEEP = ("METHOD", "X-WR-TIMEZONE", "CALSCALE")
+
+
+def _rebuild(
+    header: list[str], blocks: list[tuple[str, int, list[str]]]
+) -> tuple[icalendar.Calendar | None, list[Problem]]:
+    """Parse salvaged blocks separately and join the ones that parse into one calendar."""
+    problems: list[Problem] = []
+    kept_header = [line for line in header if line.upper().startswith(_HEADER_KEEP)]
+    calendar = None
+    with contextlib.suppress(Exception):
+        calendar = icalendar.Calendar.from_ical(
+            "\r\n".join(["BEGIN:VCALENDAR", *kept_header, "END:VCALENDAR", ""])
+        )
+    if calendar is None:
+        calendar = icalendar.Calendar()
+    # Time zones first: icalendar resolves TZID references while parsing an event.
+    ordered = sorted(blocks, key=lambda block: block[0] != "VTIMEZONE")
+    for name, line_number, block in ordered:
+        if name not in ("VTIMEZONE", "VEVENT"):
+            continue
+        text = "\r\n".join(["BEGIN:VCALENDAR", *block, "END:VCALENDAR", ""])
+        try:
+            parsed = icalendar.Calendar.from_ical(text)
+        except Exception as exc:
+            uid = next((m.group(1).strip() for m in map(_UID_LINE.match, block) if m), "")
+            where = f"UID {uid}" if uid else f"{name} at line {line_number}"
+            problems.append(Problem(where, f"cannot parse {name}: {_describe(exc)}"))
+            continue
+        for component in parsed.subcomponents:
+            calendar.add_component(component)
+    if not calendar.subcomponents:
+        return None, problems
+    return calendar, problems
+
+
+# --------------------------------------------------------------------------------------
+# the calendar level: time zones, METHOD:CANCEL, grouping by UID
+# --------------------------------------------------------------------------------------
+
+
+def _parse(data: bytes, settings: _Settings, max_bytes: int) -> CalendarParse:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        return CalendarParse((), (Problem("calendar", "input is not bytes"),), frozenset())
+    if len(data) > max_bytes:
+        reason = f"calendar is {len(data)} bytes, more than the limit of {max_bytes}"
+        return CalendarParse((), (Problem("calendar", reason),), frozenset())
+    calendars, problems = _load(_decode(bytes(data)))
+
+    occurrences: dict[str, Occurrence] = {}
+    uids: set[str] = set()
+    failed: set[str] = set()
+    cancelled_uids: set[str] = set()
+    cancelled_keys: set[str] = set()
+    for calendar in calendars:
+        try:
+            result = _parse_one(calendar, settings)
+        except Exception as exc:
+            problems.append(Problem("calendar", f"cannot read calendar: {_describe(exc)}"))
+            continue
+        problems.extend(result.problems)
+        uids.update(result.uids)
+        failed.update(result.failed_uids)
+        cancelled_uids.update(result.cancelled_uids)
+        cancelled_keys.update(result.cancelled_keys)
+        for occurrence in result.occurrences:
+            occurrences.setdefault(occurrence.occurrence_key, occurrence)  # first one wins
+
+    # A METHOD:CANCEL calendar in the same file cancels that UID (or instance) everywhere.
+    kept = [
+        o
+        for o in occurrences.values()
+        if o.uid not in cancelled_uids and o.occurrence_key not in cancelled_keys
+    ]
+    kept.sort(key=_sort_key)
+    return CalendarParse(
+        occurrences=tuple(kept),
+        problems=tuple(problems),
+        uids=frozenset(uids),
+        failed_uids=frozenset(failed),
+        cancelled_keys=frozenset(cancelled_keys),
+    )
+
+
+def _sort_key(occurrence: Occurrence) -> tuple[datetime, str]:
+    if occurrence.start is not None:
+        return occurrence.start, occurrence.occurrence_key
+    assert occurrence.start_date is not None
+    return datetime.combine(occurrence.start_date, datetime.min.time(), UTC), (
+        occurrence.occurrence_key
+    )
+
+
+@dataclass(slots=True)
+class _CalendarResult:
+    occurrences: list[Occurrence]
+    problems: list[Problem]
+    uids: set[str]
+    failed_uids: set[str]
+    cancelled_uids: set[str]
+    cancelled_keys: set[str]
+
+
+def _parse_one(calendar: icalendar.Calendar, settings: _Settings) -> _CalendarResult:
+    """Expand one VCALENDAR, series by series, so one broken series loses only itself."""
+    result = _CalendarResult([], [], set(), set(), set(), set())
+    if str(calendar.get("CALSCALE", "GREGORIAN")).strip().upper() != "GREGORIAN":
+        result.problems.append(Problem("calendar", "only GREGORIAN calendars are supported"))
+        return result
+    zone, x_wr_valid, zone_problem = _calendar_zone(calendar, settings.default_tz)
+    if zone_problem is not None:
+        result.problems.append(zone_problem)
+    calendar = _standardise(calendar, zone, x_wr_valid)
+    method = str(calendar.get("METHOD", "")).strip().upper()
+
+    groups: dict[str, list[icalendar.Event]] = {}
+    for event in calendar.subcomponents:
+        if isinstance(event, icalendar.Event):
+            uid, event = _uid_of(event)
+            groups.setdefault(uid, []).append(event)
+
+    if method == "CANCEL":
+        _collect_cancels(groups, zone, result)
+        return result
+
+    result.uids.update(groups)
+    for uid, events in groups.items():
+        if time.monotonic() > settings.deadline:
+            result.problems.append(Problem(f"UID {uid}", "not expanded: time limit reached"))
+            result.failed_uids.add(uid)
+            continue
+        occurrences, problems = _expand_series(uid, events, zone, settings)
+        result.occurrences.extend(occurrences)
+        result.problems.extend(problems)
+        if problems:
+            result.failed_uids.add(uid)
+    return result
+
+
+def _collect_cancels(
+    groups: dict[str, list[icalendar.Event]], zone: tzinfo, result: _CalendarResult
+) -> None:
+    """iTIP CANCEL (RFC 5546): a component cancels its UID, or one instance if it has a
+    RECURRENCE-ID. Nothing of it is a meeting."""
+    for uid, events in groups.items():
+        for event in events:
+            rid = event.get("RECURRENCE-ID")
+            if rid is None:
+                result.uids.add(uid)
+                result.cancelled_uids.add(uid)
+                continue
+            try:
+                result.cancelled_keys.add(f"{uid}|{_instant_key(rid.dt, zone)}")
+            except Exception as exc:
+                result.problems.append(
+                    Problem(f"UID {uid}", f"bad RECURRENCE-ID: {_describe(exc)}")
+                )
+                result.failed_uids.add(uid)
+
+
+def _uid_of(event: icalendar.Event) -> tuple[str, icalendar.Event]:
+    """The UID of an event; a UID-less event gets a stable one from its content.
+
+    recurring-ical-events would use ``id()`` of the object, which changes on every run and
+    would break "re-running an import adds nothing".
+    """
+    uid = ""
+    with contextlib.suppress(Exception):
+        uid = str(event.uid).strip()
+    if uid and isinstance(event.get("UID"), str) and str(event.get("UID")) == uid:
+        return uid, event
+    if not uid:
+        content = event.copy()
+        content.pop("DTSTAMP", None)
+        uid = f"no-uid-{hashlib.sha256(content.to_ical()).hexdigest()[:32]}"
+    patched = event.copy()  # a missing, repeated or padded UID: give the library a clean one
+    for sub in event.subcomponents:
+        patched.add_component(sub)
+    patched["UID"] = uid
+    return uid, patched
+
+
+# --------------------------------------------------------------------------------------
+# time zones
+# --------------------------------------------------------------------------------------
+
+
+def _resolve_zone(name: object) -> tzinfo | None:
+    """An IANA or Windows zone name as tzinfo, or None if unknown."""
+    text = str(name).strip().strip('"').strip()
+    if not text:
+        return None
+    for candidate in (text, WINDOWS_TO_OLSON.get(text)):
+        if candidate:
+            with contextlib.suppress(Exception):
+                return ZoneInfo(candidate)
+    return None
+
+
+def _calendar_zone(
+    calendar: icalendar.Calendar, default: tzinfo
+) -> tuple[tzinfo, bool, Problem | None]:
+    """The zone for floating times: X-WR-TIMEZONE if it names a zone, else the default.
+
+    The flag says whether X-WR-TIMEZONE was valid, i.e. whether its semantics apply.
+    """
+    raw = calendar.get("X-WR-TIMEZONE")
+    if raw is None:
+        return default, False, None
+    zone = _resolve_zone(raw)
+    if zone is None:
+        reason = f"unknown X-WR-TIMEZONE {str(raw)[:60]!r}; floating times read as {default}"
+        return default, False, Problem("calendar", reason)
+    return zone, True, None
+
+
+class _KeepParams:
+    """x-wr-timezone rebuilds a changed value without its parameters; this keeps them, so
+    that ``RECURRENCE-ID;RANGE=THISANDFUTURE`` survives the conversion."""
+
+    def walk_value_vDDDTypes(self, value):  # name dictated by CalendarWalker
+        new_dt = self.walk_value(value.dt)  # type: ignore[attr-defined]
+        if new_dt is value.dt:
+            return value
+        new = icalendar.prop.vDDDTypes(new_dt)
+        for key, param in value.params.items():
+            if key.upper() != "TZID":
+                new.params[key] = param
+        return new
+
+
+class _WrTimezone(_KeepParams, x_wr_timezone.UTCChangingWalker):
+    """X-WR-TIMEZONE semantics: UTC and floating times become times in that zone."""
+
+
+class _FloatingOnly(_KeepParams, x_wr_timezone.CalendarWalker):
+    """Without X-WR-TIMEZONE, only floating times are placed in the default zone; UTC times
+    stay UTC so that their recurrences keep a fixed UTC time across DST."""
+
+    def __init__(self, zone: tzinfo) -> None:
+        self._zone = zone
+
+    def walk_value_datetime(self, dt: datetime) -> datetime:
+        return dt.replace(tzinfo=self._zone) if dt.tzinfo is None else dt
+
+
+def _standardise(
+    calendar: icalendar.Calendar, zone: tzinfo, x_wr_timezone_valid: bool
+) -> icalendar.Calendar:
+    """Give every time a zone before expansion, the way R-ICS-5 asks.
+
+    This is ``x_wr_timezone.to_standard`` (which ``recurring_ical_events.of`` would apply)
+    with the zone already resolved, so an unknown X-WR-TIMEZONE cannot make it raise, plus
+    the default zone for floating times. Values in VEVENTs only; the input is not modified.
+    """
+    if x_wr_timezone_valid:
+        return _WrTimezone(zone).walk(calendar)
+    return _FloatingOnly(zone).walk(calendar)
+
+
+def _as_utc(value: datetime, zone: tzinfo) -> datetime:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone)
+    return value.astimezone(UTC)
+
+
+def _instant_key(value: date | datetime, zone: tzinfo) -> str:
+    """The text form of a recurrence id: ``YYYY-MM-DD`` or a UTC ``...Z`` timestamp."""
+    if isinstance(value, datetime):
+        return _as_utc(value, zone).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.isoformat()
+
+
+# --------------------------------------------------------------------------------------
+# one series: guard, expand, turn into occurrences
+# --------------------------------------------------------------------------------------
+
+
+class _TooDense(Exception):
+    """The RRULE needs more work than the budget allows before the window even ends."""
+
+
+def _expand_series(
+    uid: str, events: list[icalendar.Event], zone: tzinfo, settings: _Settings
+) -> tuple[list[Occurrence], list[Problem]]:
+    """Expand one UID in the window, under the per-series cap."""
+    where = f"UID {uid}"
+    problems: list[Problem] = []
+    master = _master(events)
+    try:
+        stop = settings.window_end
+        cutoff = _rule_cutoff(master, settings) if master is not None else None
+        if cutoff is not None:
+            stop = min(stop, cutoff)
+        calendar = icalendar.Calendar()
+        for event in events:
+            calendar.add_component(event)
+        # Times are already standardised, so of()'s own X-WR-TIMEZONE step is a no-op here.
+        query = recurring_ical_events.of(calendar, skip_bad_series=False)
+        components = query.between(settings.window_start, stop)
+    except _TooDense as exc:
+        return [], [Problem(where, f"series not expanded: {exc}")]
+    except Exception as exc:
+        return [], [Problem(where, f"cannot expand series: {_describe(exc)}")]
+
+    series_cancelled = master is not None and _is_cancelled(master)
+    shifts = _this_and_future_shifts(events, zone)
+    occurrences: list[Occurrence] = []
+    for component in components:
+        try:
+            occurrence = _occurrence(uid, component, zone, shifts, series_cancelled, settings)
+        except Exception as exc:
+            problems.append(Problem(where, f"cannot read an occurrence: {_describe(exc)}"))
+            continue
+        if occurrence is not None:
+            occurrences.append(occurrence)
+    if cutoff is not None or len(components) > settings.cap:
+        occurrences.sort(key=_sort_key)
+        occurrences = occurrences[: settings.cap]
+        problems.append(
+            Problem(
+                where,
+                f"more than {settings.cap} occurrences in the window; "
+                f"kept the first {len(occurrences)}",
+            )
+        )
+    return occurrences, problems
+
+
+def _master(events: list[icalendar.Event]) -> icalendar.Event | None:
+    """The component without RECURRENCE-ID with the highest SEQUENCE, as the library picks."""
+    masters = [e for e in events if e.get("RECURRENCE-ID") is None]
+    if not masters:
+        return None
+
+    def sequence(event: icalendar.Event) -> int:
+        try:
+            return int(event.get("SEQUENCE", -1))
+        except Exception:
+            return -1
+
+    return max(masters, key=sequence)
+
+
+def _rule_cutoff(master: icalendar.Event, settings: _Settings) -> datetime | None:
+    """Where to stop expanding so a series yields at most about ``cap`` occurrences.
+
+    dateutil's ``rrule.between`` (used by recurring-ical-events) builds a list of every
+    instance in the span, so ``FREQ=MINUTELY`` without end over years would eat gigabytes.
+    Here the rules are walked lazily instead, counting instances up to the window's end.
+    Returns None when the window holds at most ``cap`` instances, else the start of the
+    first instance beyond the cap. Raises :class:`_TooDense` when even counting exceeds the
+    budget (a dense rule starting long before the window).
+    """
+    rules = master.get("RRULE")
+    if rules is None:
+        return None
+    rules = rules if isinstance(rules, list) else [rules]
+    start = master["DTSTART"].dt
+    zone = start.tzinfo if isinstance(start, datetime) else None
+    naive_start = _naive(start, zone)
+    end = master.get("DTEND")
+    duration = timedelta(0)
+    with contextlib.suppress(Exception):
+        duration = max(timedelta(0), _naive(end.dt, zone) - naive_start) if end else duration
+    margin = timedelta(days=2)
+    longest = min(duration, timedelta(days=3650))
+    low = _naive_clamped(settings.window_start, zone, -(margin + longest))
+    high = _naive_clamped(settings.window_end, zone, margin)
+
+    iterators = [_rule_instances(rule, naive_start, zone, high) for rule in rules]
+    budget = settings.cap * 100
+    scanned = 0
+    inside = 0
+    for instant in heapq.merge(*iterators):
+        scanned += 1
+        if scanned > budget:
+            raise _TooDense(f"its RRULE has more than {budget} instances before the window ends")
+        if scanned % 1000 == 0 and time.monotonic() > settings.deadline:
+            raise _TooDense("time limit reached while counting its RRULE")
+        if instant < low:
+            continue
+        inside += 1
+        if inside > settings.cap:
+            return instant.replace(tzinfo=zone or UTC).astimezone(UTC)
+    return None
+
+
+def _naive(value: date | datetime, zone: tzinfo | None) -> datetime:
+    """Wall-clock time in the series' zone, the scale on which dateutil repeats."""
+    if not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day)
+    if value.tzinfo is not None and zone is not None:
+        value = value.astimezone(zone)
+    return value.replace(tzinfo=None)
+
+
+def _naive_clamped(value: datetime, zone: tzinfo | None, shift: timedelta) -> datetime:
+    with contextlib.suppress(OverflowError):
+        value = value + shift
+    return _naive(value.astimezone(zone) if zone is not None else value.astimezone(UTC), None)
+
+
+_UNTIL = re.compile(r"(^|;)UNTIL=[^;]*", re.IGNORECASE)
+_NEGATIVE_COUNT = re.compile(r"COUNT=-\d+;?", re.IGNORECASE)
+
+
+def _rule_instances(
+    rule: object, naive_start: datetime, zone: tzinfo | None, high: datetime
+) -> Iterator[datetime]:
+    """Lazily yield the naive instants of one RRULE up to ``high`` (and its UNTIL)."""
+    text = rule.to_ical().decode() if hasattr(rule, "to_ical") else str(rule)  # type: ignore[attr-defined]
+    text = _NEGATIVE_COUNT.sub("", text)  # as recurring-ical-events does (its issue 128)
+    limit = high
+    untils = rule.get("UNTIL") if isinstance(rule, dict) else None
+    if untils:
+        until = untils[0] if isinstance(untils, list) else untils
+        if isinstance(until, datetime):
+            until_naive = _naive(until, zone) if zone is not None else until.replace(tzinfo=None)
+        else:
+            until_naive = datetime(until.year, until.month, until.day) + timedelta(days=1)
+        limit = min(limit, until_naive)
+    text = _UNTIL.sub("", text).lstrip(";")
+    for instant in rrulestr(text, dtstart=naive_start, cache=False):
+        if instant > limit:
+            return
+        yield instant
+
+
+def _this_and_future_shifts(events: list[icalendar.Event], zone: tzinfo) -> dict[str, timedelta]:
+    """RANGE=THISANDFUTURE overrides move later instances too; the library copies the
+    override's RECURRENCE-ID onto them, so keep each override's shift to undo it."""
+    shifts: dict[str, timedelta] = {}
+    for event in events:
+        rid = event.get("RECURRENCE-ID")
+        if rid is None or str(rid.params.get("RANGE", "")).upper() != "THISANDFUTURE":
+            continue
+        with contextlib.suppress(Exception):
+            start = event["DTSTART"].dt
+            if isinstance(start, datetime) and isinstance(rid.dt, datetime):
+                shifts[_instant_key(rid.dt, zone)] = _as_utc(start, zone) - _as_utc(rid.dt, zone)
+            elif not isinstance(start, datetime) and not isinstance(rid.dt, datetime):
+                shifts[_instant_key(rid.dt, zone)] = start - rid.dt
+    return shifts
+
+
+def _is_cancelled(component: icalendar.Event) -> bool:
+    status = ""
+    with contextlib.suppress(Exception):
+        status = str(component.status or "")
+    if not status:
+        status = str(component.get("STATUS", ""))
+    return status.strip().upper() == STATUS.CANCELLED
+
+
+def _occurrence(
+    uid: str,
+    component: icalendar.Event,
+    zone: tzinfo,
+    shifts: dict[str, timedelta],
+    series_cancelled: bool,
+    settings: _Settings,
+) -> Occurrence | None:
+    """One expanded component as an Occurrence, or None if it is no meeting of mine."""
+    if series_cancelled or _is_cancelled(component):
+        return None
+    people = _people(component, settings.me)
+    if people is None:
+        return None
+    organizer_is_me, counterparts = people
+
+    start_value = component["DTSTART"].dt
+    end_value = component["DTEND"].dt if "DTEND" in component else start_value
+    recurrence_id = _recurrence_id(component, start_value, zone, shifts)
+    summary = str(component.get("SUMMARY", "")).strip() or None
+    common = {
+        "occurrence_key": f"{uid}|{recurrence_id}",
+        "uid": uid,
+        "recurrence_id": recurrence_id,
+        "mode": _mode(component),
+        "organizer_is_me": organizer_is_me,
+        "counterparts": counterparts,
+        "summary": summary,
+    }
+    if not isinstance(start_value, datetime):
+        end_date = end_value.date() if isinstance(end_value, datetime) else end_value
+        if end_date <= start_value:
+            end_date = start_value + timedelta(days=1)
+        return Occurrence(
+            start=None, end=None, start_date=start_value, end_date=end_date, all_day=True, **common
+        )
+    start = _as_utc(start_value, zone)
+    # A DATE end on a DATE-TIME start is malformed: keep the event as a point in time.
+    end = _as_utc(end_value, zone) if isinstance(end_value, datetime) else start
+    end = max(end, start)
+    return Occurrence(start=start, end=end, start_date=None, end_date=None, all_day=False, **common)
+
+
+def _recurrence_id(
+    component: icalendar.Event,
+    start: date | datetime,
+    zone: tzinfo,
+    shifts: dict[str, timedelta],
+) -> str:
+    """The stable identity of an occurrence: its RECURRENCE-ID, else its original start."""
+    rid = component.get("RECURRENCE-ID")
+    if rid is None:
+        return _instant_key(start, zone)
+    key = _instant_key(rid.dt, zone)
+    if key in shifts:  # a THISANDFUTURE override or an instance it moved
+        shift = shifts[key]
+        original = _as_utc(start, zone) - shift if isinstance(start, datetime) else start - shift
+        return _instant_key(original, zone)
+    return key
+
+
+# --------------------------------------------------------------------------------------
+# who met
+# --------------------------------------------------------------------------------------
+
+_NOT_THERE = frozenset({PARTSTAT.DECLINED, PARTSTAT.DELEGATED})
+_NOT_PEOPLE = frozenset({CUTYPE.ROOM, CUTYPE.RESOURCE, CUTYPE.GROUP})
+_EMAILISH = re.compile(r"^[^\s@<>:,;]+@[^\s@<>:,;]+$")
+
+
+def _normalise_address(value: object) -> str | None:
+    """A plain lower-case e-mail address from a mailto: URI (any case) or a bare address."""
+    text = str(value).strip()
+    if text.lower().startswith("mailto:"):
+        text = unquote(text[7:])
+    text = text.strip().strip("<>").strip().lower()
+    return text if _EMAILISH.match(text) else None
+
+
+def _is_pseudo_address(address: str) -> bool:
+    """Google writes calendars, rooms and a placeholder as addresses; none is a person."""
+    domain = address.rpartition("@")[2]
+    return domain == "calendar.google.com" or domain.endswith(".calendar.google.com")
+
+
+def _param(prop: object, typed: str, name: str, default: str) -> str:
+    """A parameter through icalendar's typed accessor, falling back to the raw value.
+
+    The typed accessor raises when a parameter is given twice (a list); then the first
+    value is used.
+    """
+    try:
+        value = getattr(prop, typed)
+    except Exception:
+        params = getattr(prop, "params", {}) or {}
+        value = params.get(name, default)
+        if isinstance(value, list | tuple):
+            value = value[0] if value else default
+    return str(value if value is not None else default).strip().upper() or default
+
+
+def _entry_address(prop: object) -> str | None:
+    address = _normalise_address(prop)
+    if address is None:  # e.g. Apple's "urn:uuid:..." with the address in EMAIL=
+        params = getattr(prop, "params", {}) or {}
+        email = params.get("EMAIL")
+        if email:
+            address = _normalise_address(email[0] if isinstance(email, list) else email)
+    return address
+
+
+def _entry_name(prop: object) -> str | None:
+    try:
+        name = getattr(prop, "name", None)
+    except Exception:
+        name = None
+    if isinstance(name, list | tuple):
+        name = name[0] if name else None
+    text = str(name).strip().strip('"').strip() if name else ""
+    return text or None
+
+
+def _as_list(value: object) -> list[object]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _people(
+    component: icalendar.Event, me: frozenset[str]
+) -> tuple[bool, tuple[Counterpart, ...]] | None:
+    """Decide whether I was at this occurrence, and with whom.
+
+    Returns None when it is no meeting of mine (DESIGN.md "Meeting"), else
+    ``(organizer_is_me, counterparts)``.
+    """
+    try:
+        attendees = _as_list(component.attendees)
+    except Exception:
+        attendees = _as_list(component.get("ATTENDEE"))
+    try:
+        organizer = component.organizer
+    except Exception:
+        organizer = component.get("ORGANIZER")
+    if isinstance(organizer, list):  # ORGANIZER given twice: the first one counts
+        organizer = organizer[0] if organizer else None
+
+    organizer_address = _entry_address(organizer) if organizer is not None else None
+    organizer_is_me = organizer_address is not None and organizer_address in me
+
+    my_statuses: list[str] = []
+    entries: dict[str, Counterpart] = {}
+    for prop in attendees:
+        address = _entry_address(prop)
+        if address is None:
+            continue
+        partstat = _param(prop, "PARTSTAT", "PARTSTAT", PARTSTAT.NEEDS_ACTION)
+        if partstat not in PARTSTAT.__members__.values():
+            partstat = PARTSTAT.NEEDS_ACTION  # RFC 5545: unknown values mean NEEDS-ACTION
+        if address in me:
+            my_statuses.append(partstat)
+            continue
+        cutype = _param(prop, "CUTYPE", "CUTYPE", CUTYPE.INDIVIDUAL)
+        role = _param(prop, "ROLE", "ROLE", ROLE.REQ_PARTICIPANT)
+        if (
+            partstat in _NOT_THERE
+            or cutype in _NOT_PEOPLE
+            or role == ROLE.NON_PARTICIPANT
+            or _is_pseudo_address(address)
+        ):
+            entries.setdefault(address, Counterpart(address, None, "excluded", partstat))
+            continue
+        if address not in entries or entries[address].role == "excluded":
+            entries[address] = Counterpart(address, _entry_name(prop), "attendee", partstat)
+
+    if me:
+        explicitly_absent = bool(my_statuses) and all(s in _NOT_THERE for s in my_statuses)
+        present = organizer_is_me or any(s not in _NOT_THERE for s in my_statuses)
+        unscheduled = organizer is None and not attendees  # a private entry in my calendar
+        if explicitly_absent or not (present or unscheduled):
+            return None
+
+    counterparts: list[Counterpart] = []
+    if organizer_address is not None and not organizer_is_me:
+        listed = entries.pop(organizer_address, None)
+        cutype = _param(organizer, "CUTYPE", "CUTYPE", CUTYPE.INDIVIDUAL)
+        if (
+            (listed is None or listed.role != "excluded")
+            and cutype not in _NOT_PEOPLE
+            and not _is_pseudo_address(organizer_address)
+        ):
+            name = _entry_name(organizer) or (listed.name if listed else None)
+            partstat = listed.partstat if listed else PARTSTAT.ACCEPTED
+            counterparts.append(Counterpart(organizer_address, name, "organizer", partstat))
+    counterparts.extend(c for c in entries.values() if c.role != "excluded")
+    return organizer_is_me, tuple(counterparts)
+
+
+# --------------------------------------------------------------------------------------
+# online or in person
+# --------------------------------------------------------------------------------------
+
+_CONFERENCE_HOSTS = (
+    "meet.google.com",
+    "hangouts.google.com",
+    "zoom.us",
+    "zoom.com",
+    "zoomgov.com",
+    "teams.microsoft.com",
+    "teams.live.com",
+    "webex.com",
+    "meet.jit.si",
+    "8x8.vc",
+    "gotomeeting.com",
+    "gotomeet.me",
+    "meet.goto.com",
+    "app.goto.com",
+    "bluejeans.com",
+    "whereby.com",
+    "skype.com",
+    "lync.com",
+    "chime.aws",
+    "ringcentral.com",
+    "facetime.apple.com",
+    "join.me",
+    "around.co",
+)
+# A host after a URL scheme or "www.", or a bare host name such as "zoom.us/j/1" (but not the
+# domain of an e-mail address, which names a person, not a meeting room).
+_HOST = re.compile(
+    r"(?:(?:https?|sips?|webcal)://|\bwww\.)([a-z0-9.-]+\.[a-z]{2,})"
+    r"|(?<![@\w.-])((?:[a-z0-9-]+\.)+(?:com|us|me|si|vc|aws|co|net|org|io))\b",
+    re.IGNORECASE,
+)
+_URL = re.compile(r"(?:(?:https?|sips?|webcal)://|\bwww\.|\btel:)\S+", re.IGNORECASE)
+_BRANDS = (
+    r"microsoft\s+teams|teams|zoom|google\s+meet|hangouts?|skype(?:\s+for\s+business)?|webex"
+    r"|jitsi(?:\s+meet)?|goto\s*meeting|bluejeans|whereby|facetime"
+)
+# LOCATION text that says "not a place": remote words, and placeholders.
+_REMOTE_WORDS = re.compile(
+    rf"\b(?:{_BRANDS}|online|virtual|remote|video(?:\s*call)?|phone|call|conference|meeting|"
+    r"web|dial[\s-]*in)\b",
+    re.IGNORECASE,
+)
+_PLACEHOLDERS = re.compile(
+    r"\b(?:tbd|tba|n/a|none|see\s+(?:description|below)|link)\b", re.IGNORECASE
+)
+_CONFERENCE_PROPERTIES = ("CONFERENCE", "ONLINEMEETING", "TEAMSMEETING", "SKYPETEAMS")
+
+
+def _is_conference_host(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if "jitsi" in host:  # self-hosted Jitsi instances
+        return True
+    return any(host == h or host.endswith("." + h) for h in _CONFERENCE_HOSTS)
+
+
+def _has_conference_link(text: str) -> bool:
+    for match in _HOST.finditer(text):
+        if _is_conference_host(match.group(1) or match.group(2) or ""):
+            return True
+    return False
+
+
+def _text(component: icalendar.Event, name: str) -> str:
+    return " ".join(str(v) for v in _as_list(component.get(name)))
+
+
+def _mode(component: icalendar.Event) -> str | None:
+    """'in_person' for a physical LOCATION, else 'online' for any conferencing sign.
+
+    A place wins over a link: Google Workspace and Teams attach a conferencing link to
+    in-person meetings by default, so a link alone does not prove nobody was in the room.
+    """
+    location = _text(component, "LOCATION").strip()
+    remote_location = False
+    if location:
+        rest = _URL.sub(" ", location)
+        rest = _HOST.sub(" ", rest)
+        rest = _PLACEHOLDERS.sub(" ", rest)
+        remote_location = bool(_REMOTE_WORDS.search(rest)) or _has_conference_link(location)
+        rest = _REMOTE_WORDS.sub(" ", rest)
+        if re.search(r"[^\W\d_]", rest):  # letters left over: a place, not a link
+            return "in_person"
+    for name in component:
+        upper = name.upper()
+        if any(part in upper for part in _CONFERENCE_PROPERTIES) and _text(component, name).strip():
+            return "online"  # CONFERENCE (RFC 7986), X-GOOGLE-CONFERENCE, X-MICROSOFT-...
+    texts = (location, *(_text(component, n) for n in ("DESCRIPTION", "URL", "X-ALT-DESC")))
+    if remote_location or any(_has_conference_link(text) for text in texts if text):
+        return "online"
+    return None

@@ -1,0 +1,196 @@
+"""Importing local mail: find the inputs, parse headers, write in batches.
+
+The same pipeline serves ``netaudit import PATH...`` and the ``[[maildir]]`` / ``[[mbox]]``
+sources of ``netaudit sync``. Each batch is written in one short transaction, so a crash loses
+at most the batch in flight, and the anti-join on the message key makes the re-run add only
+what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest import mailfiles
+from ingest.headers import Rejected, parse_headers
+from ingest.mailfiles import RawMessage
+from ingest.store import BatchResult, Quarantined, known_me, remember_me, write_mail_batch
+from netaudit import db
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 5000
+# Directory entries that are never mail, so a walk does not quarantine them.
+_NOT_MAIL_SUFFIXES = {".json", ".md", ".py", ".png", ".jpg", ".gif", ".pdf", ".wav", ".sh",
+                      ".html", ".css", ".js", ".toml", ".yaml", ".yml", ".csv", ".gz", ".zip"}
+
+Progress = Callable[[int, int], None]  # (bytes done since last call, messages since last call)
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One thing to import: kind is message, maildir, mbox or calendar."""
+
+    kind: str
+    path: Path
+
+
+@dataclass(slots=True)
+class ImportResult:
+    mail: BatchResult = field(default_factory=BatchResult)
+    calendars: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+
+
+def _sniff(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4096)
+    except OSError:
+        return b""
+
+
+def classify(path: Path, explicit: bool) -> Input | None:
+    """What a path holds. Files named on the command line are always tried as mail."""
+    if path.is_dir():
+        return Input("maildir" if mailfiles.is_maildir(path) else "directory", path)
+    if path.suffix.lower() == ".ics":
+        return Input("calendar", path)
+    head = _sniff(path)
+    if mailfiles.looks_like_mbox(head):
+        return Input("mbox", path)
+    if explicit or (path.suffix.lower() not in _NOT_MAIL_SUFFIXES
+                    and mailfiles.looks_like_message(head)):
+        return Input("message", path)
+    return None
+
+
+def discover(paths: Sequence[Path], skipped: list[Path] | None = None) -> Iterator[Input]:
+    """Expand the given paths into inputs; directories are walked, dotfiles skipped."""
+    for top in paths:
+        if not top.exists():
+            raise FileNotFoundError(str(top))
+        item = classify(top, explicit=True)
+        if item is None:
+            continue
+        if item.kind not in ("directory", "maildir"):
+            yield item
+            continue
+        yield from _walk(top, skipped)
+
+
+def _keep_dir(parent: str, name: str) -> bool:
+    """Skip Maildir tmp/ and version-control dirs; dot-dirs only when Maildir++ folders."""
+    if name in ("tmp", ".git", ".hg", ".svn"):
+        return False
+    return not name.startswith(".") or mailfiles.is_maildir(Path(parent, name))
+
+
+def _walk(top: Path, skipped: list[Path] | None) -> Iterator[Input]:
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if _keep_dir(dirpath, d))
+        in_maildir = os.path.basename(dirpath) in ("cur", "new")
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if name.startswith(".") or name in mailfiles.SKIP_NAMES:
+                continue
+            if in_maildir:
+                yield Input("maildir", path)
+                continue
+            item = classify(path, explicit=False)
+            if item is None:
+                if skipped is not None:
+                    skipped.append(path)
+            else:
+                yield item
+
+
+def input_bytes(inputs: Iterable[Input]) -> int:
+    total = 0
+    for item in inputs:
+        if item.kind != "calendar":
+            with contextlib.suppress(OSError):
+                total += item.path.stat().st_size
+    return total
+
+
+def raw_messages(item: Input) -> Iterator[RawMessage | Quarantined]:
+    """The messages of one input; an unreadable file becomes a quarantine entry."""
+    try:
+        if item.kind == "mbox":
+            yield from mailfiles.iter_mbox(item.path)
+        elif item.kind == "maildir":
+            yield mailfiles.read_maildir_file(item.path)
+        else:
+            yield mailfiles.read_message_file(item.path)
+    except OSError as exc:
+        yield Quarantined(str(item.path), f"cannot read: {exc.strerror or exc}")
+
+
+def prepare_me(db_path: Path, config_me: Iterable[str], extra_me: Iterable[str]) -> frozenset[str]:
+    """Remember my addresses in the database and return every one known."""
+    with db.writer(db_path) as con:
+        con.execute("BEGIN TRANSACTION")
+        remember_me(con, config_me, "config")
+        remember_me(con, extra_me, "import --me")
+        me = known_me(con)
+        con.execute("COMMIT")
+    return frozenset(me)
+
+
+def ingest_messages(db_path: Path, source: str, items: Iterable[RawMessage | Quarantined], *,
+                    me: frozenset[str], keep_subject: bool = False,
+                    batch_size: int = BATCH_SIZE, progress: Progress | None = None,
+                    from_sent_folder: bool = False) -> BatchResult:
+    """Parse and store messages in batches, each in its own short write transaction."""
+    total = BatchResult()
+    records: list = []
+    quarantined: list[Quarantined] = []
+
+    def flush() -> None:
+        if not records and not quarantined:
+            return
+        with db.writer(db_path) as con:
+            con.execute("BEGIN TRANSACTION")
+            result = write_mail_batch(con, source, records, quarantined)
+            con.execute("COMMIT")
+        total.add(result)
+        if progress is not None:
+            progress(0, len(records) + len(quarantined))
+        records.clear()
+        quarantined.clear()
+
+    for item in items:
+        if isinstance(item, Quarantined):
+            quarantined.append(item)
+        else:
+            rec = parse_headers(item.header, me=me, fallback_dates=item.fallback_dates,
+                                size=item.size, keep_subject=keep_subject,
+                                from_sent_folder=from_sent_folder)
+            if isinstance(rec, Rejected):
+                quarantined.append(Quarantined(item.location, rec.reason))
+            else:
+                records.append((item.location, rec))
+            if progress is not None and item.size:
+                progress(item.size, 0)
+        if len(records) + len(quarantined) >= batch_size:
+            flush()
+    flush()
+    return total
+
+
+def import_inputs(db_path: Path, source: str, inputs: Iterable[Input], *,
+                  me: frozenset[str], keep_subject: bool = False,
+                  progress: Progress | None = None, batch_size: int = BATCH_SIZE) -> BatchResult:
+    """Mail from every input; calendars are the caller's (they take another pipeline)."""
+    def messages() -> Iterator[RawMessage | Quarantined]:
+        for item in inputs:
+            if item.kind != "calendar":
+                yield from raw_messages(item)
+
+    return ingest_messages(db_path, source, messages(), me=me, keep_subject=keep_subject,
+                           batch_size=batch_size, progress=progress)

@@ -1,0 +1,197 @@
+"""Local mail on disk: single message files, Maildir (and Maildir++) trees, mbox files.
+
+Readers yield raw header blocks; they never read a message body they can skip. Only mbox
+forces a scan of bodies, to find where the next message starts, and that scan runs over an
+mmap in C (``bytes.find``), not line by line in Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import mmap
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from ingest.headers import MAX_HEADER_BYTES
+
+_CHUNK = 8192
+_BOM = b"\xef\xbb\xbf"
+_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")
+# Fields that show a header block really starts here (and not a body line like "Year: 1963").
+_MAIL_FIELDS = re.compile(
+    rb"^(from|to|cc|date|subject|message-id|received|return-path|delivered-to|sender|"
+    rb"mime-version|content-type|reply-to|in-reply-to|references)[ \t]*:",
+    re.IGNORECASE | re.MULTILINE)
+_CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d{1,12})[ \t]*\r?$",
+                             re.IGNORECASE | re.MULTILINE)
+_MAILDIR_SIZE = re.compile(r",S=(\d+)")
+SKIP_NAMES = {"color", "displayname", "description", "order", "dovecot-uidlist",
+              "dovecot-keywords", "dovecot.index", "maildirfolder", "subscriptions"}
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One message's header block and what the file system knows about it."""
+
+    location: str
+    header: bytes
+    size: int | None
+    fallback_dates: tuple[tuple[str, dt.datetime | None], ...]
+
+
+def _mtime(st: os.stat_result) -> dt.datetime:
+    return dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)
+
+
+def read_header_block(path: Path | str, limit: int = MAX_HEADER_BYTES) -> bytes:
+    """The file's bytes up to the first blank line; at most ``limit + 1`` bytes are read."""
+    buf = bytearray()
+    with open(path, "rb") as fh:
+        while len(buf) <= limit:
+            chunk = fh.read(_CHUNK)
+            if not chunk:
+                break
+            start = max(0, len(buf) - 3)
+            buf += chunk
+            for sep in (b"\n\n", b"\n\r\n"):
+                end = buf.find(sep, start)
+                if end >= 0:
+                    return bytes(buf[: end + 1])
+    return bytes(buf[: limit + 1])
+
+
+def read_message_file(path: Path) -> RawMessage:
+    st = path.stat()
+    header = read_header_block(path)
+    if header.startswith(_BOM):
+        header = header[len(_BOM):]
+    return RawMessage(str(path), header, st.st_size, (("file_mtime", _mtime(st)),))
+
+
+def maildir_files(root: Path) -> Iterator[Path]:
+    """Every message file under ``cur/`` and ``new/`` directories, Maildir++ folders included.
+
+    ``tmp/`` holds deliveries in progress and is never read.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "tmp")
+        if os.path.basename(dirpath) in ("cur", "new"):
+            for name in sorted(filenames):
+                if not name.startswith("."):
+                    yield Path(dirpath, name)
+
+
+def read_maildir_file(path: Path) -> RawMessage:
+    msg = read_message_file(path)
+    m = _MAILDIR_SIZE.search(path.name)
+    if m:
+        return RawMessage(msg.location, msg.header, int(m.group(1)), msg.fallback_dates)
+    return msg
+
+
+def is_maildir(path: Path) -> bool:
+    return (path / "cur").is_dir() or (path / "new").is_dir()
+
+
+def looks_like_mbox(head: bytes) -> bool:
+    if head.startswith(_BOM):
+        head = head[len(_BOM):]
+    head = head.lstrip(b" \t\r\n")
+    if not head.startswith(b"From "):
+        return False
+    nl = head.find(b"\n")
+    return nl > 0 and _FIELD.match(head, nl + 1) is not None
+
+
+def looks_like_message(head: bytes) -> bool:
+    if head.startswith(_BOM):
+        head = head[len(_BOM):]
+    return _FIELD.match(head) is not None and _MAIL_FIELDS.search(head[:4096]) is not None
+
+
+def _from_line_date(line: bytes) -> dt.datetime | None:
+    """The delivery date on an mbox From_ line ('From sender Mon Jan  1 00:00:00 2001')."""
+    parts = line.decode("latin-1").split(None, 2)
+    if len(parts) < 3:
+        return None
+    try:
+        parsed = parsedate_to_datetime(parts[2].strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _header_end(buf: mmap.mmap | bytes, start: int, limit: int) -> int:
+    """Index just after the header block that starts at ``start`` (before its blank line)."""
+    stop = min(len(buf), start + limit + 1)
+    ends = [i for i in (buf.find(b"\n\n", start, stop), buf.find(b"\n\r\n", start, stop))
+            if i >= 0]
+    return min(ends) + 1 if ends else stop
+
+
+def _is_separator(buf: mmap.mmap | bytes, pos: int) -> bool:
+    """Is the "From " at ``pos`` a message boundary rather than a body line?
+
+    Unescaped "From " lines in bodies are common in mboxo files, so a boundary must be
+    followed by a header block that has at least one field real mail has.
+    """
+    nl = buf.find(b"\n", pos)
+    if nl < 0:
+        return False
+    end = _header_end(buf, nl + 1, 16384)
+    block = bytes(buf[nl + 1:end])
+    return _FIELD.match(block) is not None and _MAIL_FIELDS.search(block) is not None
+
+
+def iter_mbox(path: Path, limit: int = MAX_HEADER_BYTES) -> Iterator[RawMessage]:
+    """The messages of an mbox file (mboxo, mboxrd or mboxcl2 with Content-Length).
+
+    Content-Length is trusted only when it lands exactly on the next From_ line or the end of
+    the file; otherwise boundaries come from From_ lines that head a real header block.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            pos = len(_BOM) if buf[: len(_BOM)] == _BOM else 0
+            while pos < size and buf[pos:pos + 1] in (b" ", b"\t", b"\r", b"\n"):
+                pos += 1  # some exporters put blank lines before the first From_ line
+            if buf[pos:pos + 5] != b"From ":
+                return
+            while pos < size:
+                line_end = buf.find(b"\n", pos)
+                if line_end < 0:
+                    line_end = size - 1
+                from_line = bytes(buf[pos:line_end])
+                head_start = line_end + 1
+                head_end = _header_end(buf, head_start, limit)
+                header = bytes(buf[head_start:head_end])
+                body_start = head_end + (2 if buf[head_end:head_end + 2] == b"\r\n" else 1)
+                nxt = -1
+                m = _CONTENT_LENGTH.search(header)
+                if m:
+                    cand = body_start + int(m.group(1))
+                    for skip in (0, 1, 2):
+                        c = cand + skip
+                        if c >= size or (buf[c:c + 5] == b"From " and buf[c - 1:c] == b"\n"):
+                            nxt = min(c, size)
+                            break
+                if nxt < 0:
+                    nxt = size
+                    search = head_end
+                    while True:
+                        found = buf.find(b"\nFrom ", search)
+                        if found < 0:
+                            break
+                        if _is_separator(buf, found + 1):
+                            nxt = found + 1
+                            break
+                        search = found + 1
+                yield RawMessage(f"{path}#{pos}", header, nxt - pos,
+                                 (("from_line", _from_line_date(from_line)),))
+                pos = nxt

@@ -1,0 +1,131 @@
+"""Saving ingested mail: bulk appends through a staging table, deduplicated by message key.
+
+The caller opens the write connection (``netaudit.db.writer``) and the transaction, so a
+source's position can move in the same transaction as the events it covers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ingest.headers import MessageRecord
+from netaudit.db import Connection
+
+MESSAGE_COLUMNS = (
+    "message_key", "message_id", "source", "location", "sent_at", "date_source", "from_addr",
+    "from_name", "direction", "recipient_count", "in_reply_to", "refs", "subject",
+    "automated_reason", "is_dsn", "size_bytes", "ingested_at",
+)
+PARTICIPANT_COLUMNS = ("message_key", "role", "position", "address", "name")
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    location: str
+    reason: str
+
+
+@dataclass(slots=True)
+class BatchResult:
+    new: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+    def add(self, other: BatchResult) -> None:
+        self.new += other.new
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+
+    @property
+    def seen(self) -> int:
+        return self.new + self.duplicates + self.quarantined
+
+
+def _stage(con: Connection) -> None:
+    con.execute("CREATE OR REPLACE TEMP TABLE stage_messages AS "
+                "SELECT 0::INTEGER AS seq, * FROM messages LIMIT 0")
+    con.execute("CREATE OR REPLACE TEMP TABLE stage_participants AS "
+                "SELECT 0::INTEGER AS seq, * FROM participants LIMIT 0")
+    con.execute("CREATE OR REPLACE TEMP TABLE stage_quarantine AS "
+                "SELECT * FROM quarantine LIMIT 0")
+
+
+def write_mail_batch(con: Connection, source: str,
+                     records: Sequence[tuple[str, MessageRecord]],
+                     quarantined: Sequence[Quarantined] = ()) -> BatchResult:
+    """Store new messages and quarantine entries; anything already stored is skipped.
+
+    Runs inside the caller's transaction. ``records`` pairs each message with its location.
+    """
+    _stage(con)
+    now = dt.datetime.now(dt.UTC)
+    with con.appender("stage_messages") as app:
+        app.append_rows(
+            (seq, r.message_key, r.message_id, source, loc, r.date, r.date_source, r.from_addr,
+             r.from_name, r.direction, r.recipient_count, r.in_reply_to, list(r.references),
+             r.subject, r.automated_reason, r.is_dsn, r.size, now)
+            for seq, (loc, r) in enumerate(records))
+    with con.appender("stage_participants") as app:
+        app.append_rows(
+            (seq, r.message_key, p.role, p.position, p.address, p.name)
+            for seq, (_, r) in enumerate(records) for p in r.participants)
+    with con.appender("stage_quarantine") as app:
+        app.append_rows((source, q.location, q.reason, now) for q in quarantined)
+
+    # One row per new key: the first staged copy of a key not stored yet.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE stage_chosen AS
+        SELECT min(s.seq) AS seq FROM stage_messages s
+        ANTI JOIN messages m ON m.message_key = s.message_key
+        GROUP BY s.message_key""")
+    con.execute(f"""
+        INSERT INTO messages ({", ".join(MESSAGE_COLUMNS)})
+        SELECT {", ".join("s." + c for c in MESSAGE_COLUMNS)}
+        FROM stage_messages s SEMI JOIN stage_chosen c ON c.seq = s.seq""")
+    con.execute(f"""
+        INSERT INTO participants ({", ".join(PARTICIPANT_COLUMNS)})
+        SELECT {", ".join("p." + c for c in PARTICIPANT_COLUMNS)}
+        FROM stage_participants p SEMI JOIN stage_chosen c ON c.seq = p.seq""")
+    row = con.execute("SELECT count(*) FROM stage_chosen").fetchone()
+    new = int(row[0]) if row else 0
+    con.execute("""
+        INSERT INTO quarantine
+        SELECT DISTINCT s.* FROM stage_quarantine s
+        ANTI JOIN quarantine q
+          ON q.source = s.source AND q.location = s.location AND q.reason = s.reason""")
+    return BatchResult(new=new, duplicates=len(records) - new, quarantined=len(quarantined))
+
+
+def known_me(con: Connection) -> set[str]:
+    return {row[0] for row in con.execute("SELECT DISTINCT address FROM me_addresses").fetchall()}
+
+
+def remember_me(con: Connection, addresses: Iterable[str], origin: str) -> int:
+    """Add my addresses; mail already stored from them becomes 'sent'. Returns how many new."""
+    new = sorted({a.strip().lower() for a in addresses} - known_me(con))
+    if not new:
+        return 0
+    now = dt.datetime.now(dt.UTC)
+    with con.appender("me_addresses") as app:
+        app.append_rows((a, origin, now) for a in new)
+    con.execute("""
+        UPDATE messages SET direction = 'sent'
+        WHERE direction = 'received' AND from_addr IN (SELECT address FROM me_addresses)""")
+    return len(new)
+
+
+def record_source(con: Connection, name: str, kind: str, *, error: str | None = None,
+                  summary: str | None = None) -> None:
+    """Remember how a source's last run went, for `netaudit status`."""
+    now = dt.datetime.now(dt.UTC)
+    exists = con.execute("SELECT count(*) FROM sources WHERE name = ?", [name]).fetchone()
+    if not exists or not exists[0]:
+        con.execute("INSERT INTO sources (name, kind) VALUES (?, ?)", [name, kind])
+    if error is None:
+        con.execute("UPDATE sources SET kind = ?, last_success = ?, last_summary = ? "
+                    "WHERE name = ?", [kind, now, summary, name])
+    else:
+        con.execute("UPDATE sources SET kind = ?, last_error = ?, last_error_at = ? "
+                    "WHERE name = ?", [kind, error, now, name])

@@ -1,0 +1,3 @@
+from netaudit.cli import main
+
+main()

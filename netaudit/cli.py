@@ -1,0 +1,263 @@
+"""The command line. Each command parses options and calls one function elsewhere.
+
+``main`` is the one place where errors become a message and an exit code: 0 success, 1 a
+source or command failed, 2 usage or config error. A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from netaudit import __version__, config, db, logs
+from netaudit.errors import EXIT_FAILED, EXIT_USAGE, NetauditError, SourceError, UsageError
+
+log = logging.getLogger("netaudit")
+
+
+@dataclass
+class App:
+    """Per-invocation state; the config is read once, when a command first needs it."""
+
+    config_path: str | None
+    _config: config.Config | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> config.Config:
+        if self._config is None:
+            self._config = config.load(self.config_path, warn=log.warning)
+        return self._config
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", envvar="NETAUDIT_CONFIG",
+              help="Config file (default: $XDG_CONFIG_HOME/netaudit/config.toml).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(__version__, prog_name="netaudit")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """Audit your network from your own mail and calendar, on your own machine.
+
+    netaudit reads mail headers and calendars into a local DuckDB file and reports which
+    ties you neglect, which are one-sided, who changed jobs, how much you meet in person
+    and whom you newly connected. Nothing leaves this machine.
+    """
+    logs.setup(verbose)
+    ctx.obj = App(config_path)
+
+
+@cli.command()
+@click.option("--me", "me", multiple=True, metavar="ADDR", help="One of your addresses.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@pass_app
+def init(app: App, me: tuple[str, ...], force: bool) -> None:
+    """Write a starter config and create the database."""
+    from netaudit import paths
+
+    target = Path(app.config_path).expanduser() if app.config_path else paths.config_file()
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists; edit it, or pass --force to overwrite it")
+    paths.ensure_private_dir(target.parent)
+    text = config.render_example(active_sources=False)
+    if me:
+        text = text.replace('me = ["robin@example.org", "robin@family.example"]',
+                            "me = " + json.dumps([m.lower() for m in me]))
+    else:
+        text = text.replace('me = ["robin@example.org"', '# me = ["robin@example.org"')
+    text = text.replace('database = "~/.local/share/netaudit/netaudit.duckdb"',
+                        '# database = "~/.local/share/netaudit/netaudit.duckdb"')
+    text = text.replace('timezone = "Europe/Berlin"', '# timezone = "Europe/Berlin"')
+    text = text.replace("history_start = 2016-01-01", "# history_start = 2016-01-01")
+    target.write_text(text)
+    target.chmod(0o600)
+    app.config_path = str(target)
+    cfg = app.config
+    with db.writer(cfg.database):
+        pass
+    click.echo(f"Wrote {target}\nCreated {cfg.database}\n"
+               "Next: add your accounts to the config, then run `netaudit sync`.")
+
+
+@cli.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--me", "me", multiple=True, metavar="ADDR",
+              help="One of your addresses (repeatable); remembered for later reports.")
+@pass_app
+def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
+    """Import .eml files, Maildirs, mbox files, .ics files or vdirs once.
+
+    Directories are walked: Maildir cur/ and new/ folders, Maildir++ subfolders, and files
+    that look like mail. Importing the same input again adds nothing.
+    """
+    from ingest import local
+    from ingest.store import record_source
+    from netaudit import progress
+
+    cfg = app.config
+    bad = [m for m in me if "@" not in m]
+    if bad:
+        raise UsageError(f"--me {bad[0]!r} is not an email address")
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or directory: {missing[0]}")
+    my_addresses = local.prepare_me(cfg.database, cfg.me, me)
+    skipped: list[Path] = []
+    inputs = list(local.discover(paths, skipped))
+    calendars = [i.path for i in inputs if i.kind == "calendar"]
+    with progress.track("import", local.input_bytes(inputs)) as advance:
+        result = local.import_inputs(cfg.database, "import", inputs, me=my_addresses,
+                                     keep_subject=cfg.store_subjects, progress=advance)
+    with db.writer(cfg.database) as con:
+        record_source(con, "import", "import", summary=f"{result.seen:,} messages from "
+                      f"{len(paths)} paths")
+    click.echo(f"Imported {result.seen:,} messages: {result.new:,} new, "
+               f"{result.duplicates:,} already stored, {result.quarantined:,} quarantined.")
+    if skipped:
+        click.echo(f"Skipped {len(skipped):,} files that are not mail (e.g. {skipped[0]}).")
+    if calendars:
+        raise SourceError(f"calendar files are not supported yet: {calendars[0]}")
+
+
+@cli.command()
+@click.option("--source", "source_name", metavar="NAME", help="Only this source.")
+@pass_app
+def sync(app: App, source_name: str | None) -> None:
+    """Pull every configured source once; the others go on when one fails."""
+    from ingest import sources
+
+    cfg = app.config
+    chosen = cfg.sources_named(source_name)
+    if not chosen:
+        raise UsageError("no sources configured; add [[imap]], [[maildir]], [[mbox]] or "
+                         f"[[calendar]] tables to {cfg.path or 'your config'}")
+    failed = sources.sync_all(cfg, chosen, echo=click.echo)
+    if failed:
+        raise SourceError(f"{len(failed)} of {len(chosen)} sources failed: "
+                          + ", ".join(failed))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Sources, sync positions, counts, last errors and quarantined inputs."""
+    from netaudit import status as status_mod
+
+    cfg = app.config
+    with db.reader(cfg.database) as con:
+        doc = status_mod.collect(con, cfg)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    _print_status(doc)
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    click.echo(f"Database:    {doc['database']}")
+    click.echo(f"Messages:    {doc['messages']:,} ({doc['automated']:,} automated)")
+    click.echo(f"Meetings:    {doc['meetings']:,}")
+    click.echo(f"Quarantined: {doc['quarantined']:,}")
+    click.echo(f"Me:          {', '.join(doc['me']) or '(none; set me = [...] in the config)'}")
+    if doc["sources"]:
+        click.echo("Sources:")
+        for s in doc["sources"]:
+            state = f"last success {s['last_success']}" if s["last_success"] else "never synced"
+            click.echo(f"  {s['name']} ({s['kind']}): {s['messages']:,} messages, {state}")
+            if s["last_error"]:
+                click.echo(f"    last error {s['last_error_at']}: {s['last_error']}")
+    if doc["quarantine_reasons"]:
+        click.echo("Quarantine reasons:")
+        for r in doc["quarantine_reasons"]:
+            click.echo(f"  {r['count']:>6,}  {r['reason']}")
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
+@pass_app
+def sql(app: App, query: str, fmt: str) -> None:
+    """Run a read-only SQL query over the database (see docs/schema.md)."""
+    import duckdb
+
+    from netaudit.output import write_rows
+
+    with db.reader(app.config.database) as con:
+        try:
+            cur = con.execute(query)
+            columns = [d[0] for d in cur.description or []]
+            rows = cur.fetchall() if columns else []
+        except duckdb.Error as exc:
+            raise NetauditError(f"SQL: {str(exc).splitlines()[0]}") from None
+    write_rows(columns, rows, fmt, sys.stdout)
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to build the sample (default: a new temporary directory).")
+@click.option("--messages", default=3000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="How many sample messages to generate.")
+@pass_app
+def demo(app: App, directory: Path | None, messages: int) -> None:
+    """Build a sample mailbox, run the real pipeline on it, and show the result."""
+    import tempfile
+
+    from ingest import sources
+    from netaudit import sample
+    from netaudit import status as status_mod
+
+    root = directory or Path(tempfile.mkdtemp(prefix="netaudit-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    maildir = root / "Maildir"
+    if not maildir.exists():
+        click.echo(f"Writing {messages:,} sample messages to {maildir} ...")
+        sample.write_maildir(maildir, messages)
+    config_file = root / "config.toml"
+    config_file.write_text(
+        "[netaudit]\n"
+        f"database = {json.dumps(str(root / 'netaudit.duckdb'))}\n"
+        'me = ["robin@example.org"]\n\n'
+        "[[maildir]]\n"
+        'name = "sample"\n'
+        f"path = {json.dumps(str(maildir))}\n")
+    config_file.chmod(0o600)
+    cfg = config.load(str(config_file))
+    failed = sources.sync_all(cfg, cfg.sources, echo=click.echo)
+    with db.reader(cfg.database) as con:
+        _print_status(status_mod.collect(con, cfg))
+    click.echo(f"\nExplore it: netaudit --config {config_file} sql "
+               "\"SELECT from_addr, count(*) FROM messages GROUP BY 1 ORDER BY 2 DESC LIMIT 10\"")
+    if failed:
+        raise SourceError(f"the sample source failed: {', '.join(failed)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; the one place that turns errors into a message and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="netaudit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(EXIT_FAILED)
+    except NetauditError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(EXIT_FAILED)
+    sys.exit(0)

@@ -1,0 +1,180 @@
+"""Opening the DuckDB file: short write windows, patient readers, and migrations.
+
+DuckDB lets one process write or many read, never both. So writers hold the file only for one
+batch and readers retry briefly; when a wait runs out the message names the other process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import duckdb
+
+from netaudit import paths
+from netaudit.errors import DatabaseBusy, DatabaseError
+from netaudit.migrations import MIGRATIONS, Migration
+
+log = logging.getLogger(__name__)
+
+Connection = duckdb.DuckDBPyConnection
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
+_REBUILD_HINT = "move it aside and run `netaudit rebuild` to re-create it from your sources"
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def lock_holder(exc: Exception) -> str:
+    """'python3 (PID 1234)' from DuckDB's lock error, for messages a user can act on."""
+    m = _LOCK_HOLDER.search(str(exc))
+    if not m:
+        return "another process"
+    exe = os.path.basename(m["exe"]) or m["exe"]
+    return f"{exe} (PID {m['pid']})"
+
+
+def _open(path: Path, read_only: bool, wait: float,
+          on_wait: Callable[[str], None] | None = None) -> Connection:
+    """Connect, retrying with backoff while another process holds a conflicting lock."""
+    deadline = time.monotonic() + wait
+    delay = 0.02
+    reported = False
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if not _is_lock_error(exc):
+                raise _open_error(path, exc) from None
+            if time.monotonic() >= deadline:
+                what = "written" if read_only else "used"
+                raise DatabaseBusy(
+                    f"the database {path} is being {what} by {lock_holder(exc)}; "
+                    "try again in a moment") from None
+            if on_wait is not None and not reported:
+                on_wait(f"waiting for {lock_holder(exc)} to release {path}")
+                reported = True
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def _open_error(path: Path, exc: Exception) -> DatabaseError:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "not a valid DuckDB database" in text or "Corrupt" in text or "corrupt" in text:
+        return DatabaseError(f"the database {path} is damaged ({text}); {_REBUILD_HINT}")
+    return DatabaseError(f"cannot open the database {path}: {text}")
+
+
+@contextlib.contextmanager
+def writer(path: Path, *, wait: float = 60.0,
+           on_wait: Callable[[str], None] | None = None) -> Iterator[Connection]:
+    """The one way to write: open for a batch, migrate if needed, close right after.
+
+    The file and its WAL are created private (mode 0600) whatever the caller's umask.
+    """
+    paths.ensure_private_dir(path.parent)
+    old_umask = os.umask(0o077)
+    try:
+        created = not path.exists()
+        con = _open(path, read_only=False, wait=wait, on_wait=on_wait)
+        try:
+            if created:
+                os.chmod(path, 0o600)
+            migrate(con, path)
+            yield con
+        finally:
+            con.close()
+    finally:
+        os.umask(old_umask)
+
+
+@contextlib.contextmanager
+def reader(path: Path, *, wait: float = 10.0) -> Iterator[Connection]:
+    """A read-only connection; brings an older schema up to date first."""
+    if not path.exists():
+        raise DatabaseError(
+            f"no database at {path} yet; run `netaudit import PATH` or `netaudit sync` first")
+    con = _open(path, read_only=True, wait=wait)
+    try:
+        behind = schema_version(con) < MIGRATIONS[-1].version
+    except duckdb.Error as exc:
+        con.close()
+        raise _open_error(path, exc) from None
+    if behind:
+        con.close()
+        with writer(path, wait=wait):
+            pass
+        con = _open(path, read_only=True, wait=wait)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def schema_version(con: Connection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_meta'"
+        " AND schema_name = 'main' AND database_name = current_database()").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_meta").fetchone()
+    return int(row[0]) if row else 0
+
+
+def backup_path(path: Path, version: int) -> Path:
+    return path.with_name(f"{path.name}.bak-{version}")
+
+
+def migrate(con: Connection, path: Path,
+            migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply pending migrations, each in its own transaction, after backing the file up.
+
+    Returns the versions applied. A failing migration is rolled back, so the file stays at the
+    last good version, and the backup taken before the first one is kept.
+    """
+    current = schema_version(con)
+    latest = migrations[-1].version
+    if current > latest:
+        raise DatabaseError(
+            f"the database {path} was written by a newer netaudit (schema {current}, this "
+            f"version knows {latest}); upgrade netaudit")
+    pending = [m for m in migrations if m.version > current]
+    if not pending:
+        return []
+    if current > 0:
+        con.execute("CHECKPOINT")
+        backup = backup_path(path, current)
+        shutil.copyfile(path, backup)
+        os.chmod(backup, 0o600)
+        log.info("backed up %s to %s before migrating", path, backup)
+    else:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_meta (version INTEGER NOT NULL, name VARCHAR,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,"
+            " duckdb_version VARCHAR)")
+    applied = []
+    for m in pending:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for statement in m.statements:
+                con.execute(statement)
+            con.execute("INSERT INTO schema_meta (version, name, duckdb_version) VALUES (?, ?, ?)",
+                        [m.version, m.name, duckdb.__version__])
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            raise DatabaseError(
+                f"migration {m.version} ({m.name}) failed: {str(exc).splitlines()[0]}; "
+                f"the database was left at schema {m.version - 1}") from None
+        applied.append(m.version)
+    con.execute("CHECKPOINT")
+    return applied
