@@ -29,8 +29,8 @@ MAX_REFERENCES = 200
 ADDRESS_ROLES = ("from", "sender", "reply-to", "to", "cc", "bcc")
 RECIPIENT_ROLES = ("to", "cc", "bcc")
 
-# Dates before this are junk (two-digit years misread, zero timestamps).
-_EARLIEST = dt.datetime(1980, 1, 1, tzinfo=dt.UTC)
+# Dates before this are junk (zero timestamps, misread two-digit years).
+_EARLIEST = dt.datetime(1971, 1, 1, tzinfo=dt.UTC)  # the first email
 _MAX_FUTURE = dt.timedelta(days=2)
 
 _ADDR_OK = re.compile(r"^[^@\s<>,;:\"]+@[^@\s<>,;:\"]+$")
@@ -256,7 +256,10 @@ def parse_address_list(values: Iterable[str], limit: int = MAX_RECIPIENTS_PARSED
         for name, addr in pairs:
             norm = normalize_address(addr)
             if norm:
-                found.append((norm, decode_words(name).strip(" \"'") or None))
+                display = decode_words(name).strip(" \"'") or None
+                if display is not None and display.lower().strip("<>") == norm:
+                    display = None  # "a@x <a@x>": the name adds nothing
+                found.append((norm, display))
         if not found and "@" in value:
             fallback = True
             found = [(a, None) for a in
@@ -325,8 +328,8 @@ def classify_automated(fields: _Fields, from_addr: str | None, subject: str | No
         if _ROLE_LOCAL.match(local):
             return f"role sender ({local})", False
     for name in fields.names:
-        if name == "x-auto-response-suppress":
-            continue  # Outlook adds it to ordinary human mail
+        if name in ("x-auto-response-suppress", "auto-submitted"):
+            continue  # the first is on ordinary Outlook mail; the second was judged by value
         if name in ("x-autoreply", "x-autorespond") or _AUTO_HEADER.match(name):
             return f"auto-reply header ({name})", False
         if name in _ESP_HEADERS or name.startswith("x-mailgun-"):

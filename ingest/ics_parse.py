@@ -285,7 +285,10 @@ def _salvage(text: str) -> tuple[list[icalendar.Calendar], list[Problem]]:
                 current, start_line = [], number
             stack.append(name)
         if len(stack) >= 2:
-            current.append(line)
+            # Keep an event's own lines but not its VALARMs: netaudit never reads them, and
+            # a bad TRIGGER must not cost the event. A VTIMEZONE needs all of its parts.
+            if len(stack) == 2 or stack[1] == "VTIMEZONE":
+                current.append(line)
         elif len(stack) == 1 and kind == "":
             header.append(line)
         if kind == "END" and stack:
@@ -658,10 +661,10 @@ def _rule_cutoff(master: icalendar.Event, settings: _Settings) -> datetime | Non
     first instance beyond the cap. Raises :class:`_TooDense` when even counting exceeds the
     budget (a dense rule starting long before the window).
     """
-    rules = master.get("RRULE")
-    if rules is None:
+    # An empty "RRULE:" means no rule, as recurring-ical-events reads it.
+    rules = [rule for rule in _as_list(master.get("RRULE")) if rule]
+    if not rules:
         return None
-    rules = rules if isinstance(rules, list) else [rules]
     start = master["DTSTART"].dt
     zone = start.tzinfo if isinstance(start, datetime) else None
     naive_start = _naive(start, zone)
@@ -857,7 +860,7 @@ def _param(prop: object, typed: str, name: str, default: str) -> str:
         value = params.get(name, default)
         if isinstance(value, list | tuple):
             value = value[0] if value else default
-    return str(value if value is not None else default).strip().upper() or default
+    return str(value if value is not None else default).strip().upper() or str(default)
 
 
 def _entry_address(prop: object) -> str | None:
@@ -917,7 +920,7 @@ def _people(
             continue
         partstat = _param(prop, "PARTSTAT", "PARTSTAT", PARTSTAT.NEEDS_ACTION)
         if partstat not in PARTSTAT.__members__.values():
-            partstat = PARTSTAT.NEEDS_ACTION  # RFC 5545: unknown values mean NEEDS-ACTION
+            partstat = str(PARTSTAT.NEEDS_ACTION)  # RFC 5545: unknown values mean NEEDS-ACTION
         if address in me:
             my_statuses.append(partstat)
             continue
@@ -951,7 +954,7 @@ def _people(
             and not _is_pseudo_address(organizer_address)
         ):
             name = _entry_name(organizer) or (listed.name if listed else None)
-            partstat = listed.partstat if listed else PARTSTAT.ACCEPTED
+            partstat = listed.partstat if listed else str(PARTSTAT.ACCEPTED)
             counterparts.append(Counterpart(organizer_address, name, "organizer", partstat))
     counterparts.extend(c for c in entries.values() if c.role != "excluded")
     return organizer_is_me, tuple(counterparts)

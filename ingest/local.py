@@ -55,13 +55,17 @@ def _sniff(path: Path) -> bytes:
 
 
 def classify(path: Path, explicit: bool) -> Input | None:
-    """What a path holds. Files named on the command line are always tried as mail."""
+    """What a path holds. Files named on the command line are always tried as mail.
+
+    A ``.eml`` file is one message even when it starts with a From_ line: an attached
+    mbox inside it must not split it.
+    """
     if path.is_dir():
         return Input("maildir" if mailfiles.is_maildir(path) else "directory", path)
     if path.suffix.lower() == ".ics":
         return Input("calendar", path)
     head = _sniff(path)
-    if mailfiles.looks_like_mbox(head):
+    if path.suffix.lower() != ".eml" and mailfiles.looks_like_mbox(head):
         return Input("mbox", path)
     if explicit or (path.suffix.lower() not in _NOT_MAIL_SUFFIXES
                     and mailfiles.looks_like_message(head)):

@@ -101,7 +101,7 @@ def looks_like_mbox(head: bytes) -> bool:
     if head.startswith(_BOM):
         head = head[len(_BOM):]
     head = head.lstrip(b" \t\r\n")
-    if not head.startswith(b"From "):
+    if not head.startswith(b"From ") or _FIELD.match(head):  # "From  :" is a field
         return False
     nl = head.find(b"\n")
     return nl > 0 and _FIELD.match(head, nl + 1) is not None
