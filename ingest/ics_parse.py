@@ -226,18 +226,20 @@ def _decode(data: bytes) -> str:
 
 
 def _load(text: str) -> tuple[list[icalendar.Calendar], list[Problem]]:
-    """Parse the text into calendars; on a syntax error, salvage the events one by one.
+    """Parse the text into calendars; on a structural error, salvage the events one by one.
 
-    icalendar turns bad property *values* into broken properties but gives up on the whole
-    file at one malformed *line*. Re-parsing each VEVENT block on its own keeps the rest of
-    the calendar and blames only the events that are really broken.
+    icalendar turns bad property *values* into broken properties, but a stray END, an
+    unterminated component or a bad alarm makes it reject the whole file, or silently drop
+    events. When the parse fails or finds fewer VEVENTs than the text has, each VEVENT block
+    is parsed on its own, so the rest of the calendar is kept.
     """
+    expected = len(_BEGIN_VEVENT.findall(text))
     try:
         components = icalendar.Calendar.from_ical(text, multiple=True)
     except Exception as exc:
         salvaged, problems = _salvage(text)
         if not salvaged:
-            return [], [Problem("calendar", f"cannot parse calendar: {_describe(exc)}")]
+            return [], [Problem("calendar", f"cannot parse calendar: {_describe(exc)}"), *problems]
         return salvaged, problems
     calendars = [c for c in components if isinstance(c, icalendar.Calendar)]
     loose = [c for c in components if isinstance(c, icalendar.Event)]
@@ -246,11 +248,17 @@ def _load(text: str) -> tuple[list[icalendar.Calendar], list[Problem]]:
         for event in loose:
             wrapper.add_component(event)
         calendars.append(wrapper)
+    found = sum(len(c.walk("VEVENT")) for c in calendars)
+    if found < expected:
+        salvaged, problems = _salvage(text)
+        if sum(len(c.walk("VEVENT")) for c in salvaged) > found:
+            return salvaged, problems
     if not calendars:
         return [], [Problem("calendar", "no VCALENDAR or VEVENT found")]
     return calendars, []
 
 
+_BEGIN_VEVENT = re.compile(r"^BEGIN:VEVENT[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _BEGIN_END = re.compile(r"^(BEGIN|END):([A-Za-z0-9-]+)\s*$", re.IGNORECASE)
 _UID_LINE = re.compile(r"^UID[;:](?:[^:]*:)?(.*)$", re.IGNORECASE)
 
@@ -284,27 +292,38 @@ def _salvage(text: str) -> tuple[list[icalendar.Calendar], list[Problem]]:
             if len(stack) == 1:
                 current, start_line = [], number
             stack.append(name)
-        if len(stack) >= 2:
-            # Keep an event's own lines but not its VALARMs: netaudit never reads them, and
-            # a bad TRIGGER must not cost the event. A VTIMEZONE needs all of its parts.
-            if len(stack) == 2 or stack[1] == "VTIMEZONE":
+            if _keep_line(stack, len(stack) - 1):
                 current.append(line)
-        elif len(stack) == 1 and kind == "":
-            header.append(line)
-        if kind == "END" and stack:
-            if name in stack:
-                while stack and stack.pop() != name:
-                    pass
-            if len(stack) == 1:
+        elif kind == "END" and name in stack:
+            depth = len(stack) - 1 - stack[::-1].index(name)  # closes this one and any
+            if _keep_line(stack, depth):  # unterminated ones inside it
+                current.append(line)
+            del stack[depth:]
+            if depth == 1:
                 blocks.append((name, start_line, current))
                 current = []
-            if not stack or name == "VCALENDAR":
-                stack.clear()
+            elif depth == 0:
                 finish_calendar()
+        elif kind == "END":
+            continue  # an END without its BEGIN: drop the line, keep the component
+        elif len(stack) >= 2:
+            if _keep_line(stack, len(stack) - 1):
+                current.append(line)
+        elif len(stack) == 1:
+            header.append(line)
     if len(stack) >= 2 and current:
-        blocks.append((stack[1], start_line, current))  # unterminated: try it anyway
+        blocks.append((stack[1], start_line, [*current, f"END:{stack[1]}"]))  # unterminated
     finish_calendar()
     return calendars, problems
+
+
+def _keep_line(stack: list[str], depth: int) -> bool:
+    """Whether a line at ``depth`` of ``stack`` belongs in a salvaged block.
+
+    An event keeps its own lines but not those of its VALARMs: netaudit never reads alarms,
+    and a bad TRIGGER must not cost the event. A VTIMEZONE needs all of its parts.
+    """
+    return depth == 1 or (depth >= 2 and stack[1] == "VTIMEZONE")
 
 
 _HEADER_KEEP = ("METHOD", "X-WR-TIMEZONE", "CALSCALE")
@@ -595,6 +614,10 @@ def _expand_series(
     """Expand one UID in the window, under the per-series cap."""
     where = f"UID {uid}"
     problems: list[Problem] = []
+    for event in events:
+        complaint = _start_complaint(event)
+        if complaint is not None:
+            return [], [Problem(where, complaint)]
     master = _master(events)
     try:
         stop = settings.window_end
@@ -634,6 +657,22 @@ def _expand_series(
             )
         )
     return occurrences, problems
+
+
+def _start_complaint(event: icalendar.Event) -> str | None:
+    """Say in words what is wrong with an event's DTSTART, before the library trips on it."""
+    value = event.get("DTSTART")
+    if value is None:
+        return "event has no DTSTART"
+    if isinstance(value, list):
+        return "event has more than one DTSTART"
+    try:
+        start = value.dt
+    except Exception as exc:
+        return f"bad DTSTART: {_describe(exc)}"
+    if not isinstance(start, date):
+        return f"DTSTART is not a date or date-time: {start!r}"
+    return None
 
 
 def _master(events: list[icalendar.Event]) -> icalendar.Event | None:
@@ -834,10 +873,12 @@ _EMAILISH = re.compile(r"^[^\s@<>:,;]+@[^\s@<>:,;]+$")
 
 def _normalise_address(value: object) -> str | None:
     """A plain lower-case e-mail address from a mailto: URI (any case) or a bare address."""
-    text = str(value).strip()
+    # No whitespace can be part of an address; it gets in when a writer folds lines with
+    # more than one space of indent (as RFC 5545's own examples do).
+    text = "".join(str(value).split())
     if text.lower().startswith("mailto:"):
         text = unquote(text[7:])
-    text = text.strip().strip("<>").strip().lower()
+    text = text.strip("<>").lower()
     return text if _EMAILISH.match(text) else None
 
 

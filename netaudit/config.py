@@ -469,3 +469,7 @@ def render_example(sections: Sequence[Section] = SCHEMA, *, active_sources: bool
             lines.append(f"# {doc}")
             lines.append(f"{prefix}{key.name} = {_toml_value(key.example)}")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m netaudit.config > config.example.toml
+    print(render_example(), end="")

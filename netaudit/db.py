@@ -26,7 +26,15 @@ log = logging.getLogger(__name__)
 Connection = duckdb.DuckDBPyConnection
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
-_REBUILD_HINT = "move it aside and run `netaudit rebuild` to re-create it from your sources"
+_REBUILD_HINT = ("move it aside and run `netaudit sync` (and `netaudit import` for one-off "
+                 "imports) to re-create it from your sources")
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        return max(0.0, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -98,8 +106,14 @@ def writer(path: Path, *, wait: float = 60.0,
 
 
 @contextlib.contextmanager
-def reader(path: Path, *, wait: float = 10.0) -> Iterator[Connection]:
-    """A read-only connection; brings an older schema up to date first."""
+def reader(path: Path, *, wait: float | None = None) -> Iterator[Connection]:
+    """A read-only connection; brings an older schema up to date first.
+
+    While a batch is being written it retries for ``wait`` seconds ($NETAUDIT_LOCK_WAIT,
+    default 10), longer than any write window, then names the process holding the file.
+    """
+    if wait is None:
+        wait = _env_seconds("NETAUDIT_LOCK_WAIT", 10.0)
     if not path.exists():
         raise DatabaseError(
             f"no database at {path} yet; run `netaudit import PATH` or `netaudit sync` first")

@@ -1,0 +1,187 @@
+"""The database file: private, migrated safely, and shared between processes without tracebacks."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from netaudit import db
+from netaudit.errors import DatabaseBusy, DatabaseError
+from netaudit.migrations import MIGRATIONS, Migration
+from tests.conftest import Run, write_config
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_new_database_is_private_and_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "netaudit.duckdb"
+    old = os.umask(0o022)
+    try:
+        with db.writer(path) as con:
+            rows = con.execute("SELECT version, duckdb_version FROM schema_meta").fetchall()
+    finally:
+        os.umask(old)
+    assert rows == [(MIGRATIONS[-1].version, duckdb.__version__)]
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+
+
+def _two(statement: str) -> tuple[Migration, ...]:
+    return (*MIGRATIONS, Migration(MIGRATIONS[-1].version + 1, "test", (
+        "CREATE TABLE extra (x INTEGER)", statement)))
+
+
+def test_migration_backs_up_first_and_records_itself(tmp_path: Path) -> None:
+    path = tmp_path / "n.duckdb"
+    with db.writer(path) as con:
+        con.execute("INSERT INTO me_addresses (address, origin) VALUES ('a@x.example', 't')")
+    con = duckdb.connect(str(path))
+    try:
+        applied = db.migrate(con, path, _two("INSERT INTO extra VALUES (1)"))
+        version = db.schema_version(con)
+    finally:
+        con.close()
+    assert applied == [MIGRATIONS[-1].version + 1] and version == applied[0]
+    backup = db.backup_path(path, MIGRATIONS[-1].version)
+    assert mode(backup) == 0o600
+    check = duckdb.connect(str(backup), read_only=True)
+    try:  # the backup is the file as it was: data kept, new table absent
+        assert check.execute("SELECT address FROM me_addresses").fetchall() == [("a@x.example",)]
+        assert db.schema_version(check) == MIGRATIONS[-1].version
+        assert check.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name='extra'"
+                             ).fetchone() == (0,)
+    finally:
+        check.close()
+
+
+def test_failing_migration_leaves_the_database_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "n.duckdb"
+    with db.writer(path):
+        pass
+    con = duckdb.connect(str(path))
+    try:
+        with pytest.raises(DatabaseError, match=r"migration \d+ \(test\) failed: .*left at schema"):
+            db.migrate(con, path, _two("INSERT INTO no_such_table VALUES (1)"))
+        assert db.schema_version(con) == MIGRATIONS[-1].version
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'extra'"
+                           ).fetchone() == (0,)
+    finally:
+        con.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "n.duckdb"
+    with db.writer(path) as con:
+        con.execute("INSERT INTO schema_meta (version, name) VALUES (999, 'future')")
+    with pytest.raises(DatabaseError, match="written by a newer netaudit"), db.writer(path):
+        pass
+
+
+HOLD_WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from netaudit import db
+    with db.writer(Path(sys.argv[1])) as con:
+        print("holding", flush=True)
+        time.sleep(float(sys.argv[2]))
+""")
+
+HOLD_READER = textwrap.dedent("""
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1], read_only=True)
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+    con.close()
+""")
+
+
+def hold(script: str, path: Path, seconds: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_readers_share_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "n.duckdb"
+    with db.writer(path):
+        pass
+    other = hold(HOLD_READER, path, 30)
+    try:
+        with db.reader(path, wait=0) as con:  # a second reader gets in at once
+            assert con.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_reader_gets_a_clear_message_while_a_write_is_open(run: Run, tmp_path: Path) -> None:
+    path = tmp_path / "n.duckdb"
+    cfg = write_config(tmp_path / "c.toml", f'[netaudit]\ndatabase = "{path}"\n')
+    writer = hold(HOLD_WRITER, path, 60)
+    try:
+        proc = run("--config", str(cfg), "sql", "SELECT 1", env={"NETAUDIT_LOCK_WAIT": "0.5"})
+    finally:
+        writer.kill()
+        writer.wait()
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith(f"Error: the database {path} is being written by ")
+    assert f"(PID {writer.pid}); try again in a moment" in line
+
+
+def test_reader_retries_until_a_short_write_ends(tmp_path: Path) -> None:
+    path = tmp_path / "n.duckdb"
+    with db.writer(path):
+        pass
+    writer = hold(HOLD_WRITER, path, 1.0)
+    started = time.monotonic()
+    with db.reader(path, wait=20) as con:
+        assert con.execute("SELECT 42").fetchone() == (42,)
+    assert time.monotonic() - started >= 0.5  # it had to wait for the writer
+    writer.wait()
+
+
+def test_writer_waits_for_a_reader_then_writes(tmp_path: Path) -> None:
+    path = tmp_path / "n.duckdb"
+    with db.writer(path):
+        pass
+    reader = hold(HOLD_READER, path, 1.5)
+    waits: list[str] = []
+    with db.writer(path, wait=30, on_wait=waits.append) as con:
+        con.execute("INSERT INTO me_addresses (address, origin) VALUES ('a@x.example', 't')")
+    reader.wait()
+    assert len(waits) == 1 and f"PID {reader.pid}" in waits[0]
+    with pytest.raises(DatabaseBusy):
+        other = hold(HOLD_READER, path, 30)
+        try:
+            with db.writer(path, wait=0.3):
+                pass
+        finally:
+            other.kill()
+            other.wait()
+
+
+def test_missing_and_damaged_database(run: Run, tmp_path: Path) -> None:
+    path = tmp_path / "n.duckdb"
+    cfg = write_config(tmp_path / "c.toml", f'[netaudit]\ndatabase = "{path}"\n')
+    proc = run("--config", str(cfg), "status")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"Error: no database at {path} yet; run `netaudit import "
+                                   "PATH` or `netaudit sync` first")
+    path.write_bytes(b"this is not a database" * 1000)
+    proc = run("--config", str(cfg), "status")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"Error: the database {path} is damaged")
+    assert "move it aside and run `netaudit sync`" in proc.stderr
