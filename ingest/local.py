@@ -43,7 +43,8 @@ class Input:
 class ImportResult:
     mail: BatchResult = field(default_factory=BatchResult)
     calendars: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
+    skipped: int = 0  # files in walked directories that are not mail
+    skipped_example: Path | None = None
 
 
 def _sniff(path: Path) -> bytes:
@@ -73,7 +74,7 @@ def classify(path: Path, explicit: bool) -> Input | None:
     return None
 
 
-def discover(paths: Sequence[Path], skipped: list[Path] | None = None) -> Iterator[Input]:
+def discover(paths: Sequence[Path], skipped: ImportResult | None = None) -> Iterator[Input]:
     """Expand the given paths into inputs; directories are walked, dotfiles skipped."""
     for top in paths:
         if not top.exists():
@@ -94,23 +95,34 @@ def _keep_dir(parent: str, name: str) -> bool:
     return not name.startswith(".") or mailfiles.is_maildir(Path(parent, name))
 
 
-def _walk(top: Path, skipped: list[Path] | None) -> Iterator[Input]:
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames[:] = sorted(d for d in dirnames if _keep_dir(dirpath, d))
-        in_maildir = os.path.basename(dirpath) in ("cur", "new")
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            if name.startswith(".") or name in mailfiles.SKIP_NAMES:
-                continue
-            if in_maildir:
-                yield Input("maildir", path)
-                continue
-            item = classify(path, explicit=False)
-            if item is None:
-                if skipped is not None:
-                    skipped.append(path)
-            else:
-                yield item
+def _walk(top: Path, skipped: ImportResult | None) -> Iterator[Input]:
+    """Stream a tree with scandir: a Maildir's cur/ may hold a million names, and listing
+    (or sorting) them all at once would make memory grow with the mailbox."""
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        in_maildir = directory.name in ("cur", "new")
+        subdirs = []
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if _keep_dir(str(directory), name):
+                        subdirs.append(Path(entry.path))
+                    continue
+                if name.startswith(".") or name in mailfiles.SKIP_NAMES:
+                    continue
+                path = Path(entry.path)
+                if in_maildir:
+                    yield Input("maildir", path)
+                    continue
+                item = classify(path, explicit=False)
+                if item is not None:
+                    yield item
+                elif skipped is not None:
+                    skipped.skipped += 1
+                    skipped.skipped_example = skipped.skipped_example or path
+        stack.extend(sorted(subdirs, reverse=True))
 
 
 def input_bytes(inputs: Iterable[Input]) -> int:
@@ -185,6 +197,27 @@ def ingest_messages(db_path: Path, source: str, items: Iterable[RawMessage | Qua
             flush()
     flush()
     return total
+
+
+def import_paths(db_path: Path, source: str, paths: Sequence[Path], *, me: frozenset[str],
+                 keep_subject: bool = False, label: str | None = None) -> ImportResult:
+    """Import everything under ``paths``, walking them twice (sizes, then messages) so that
+    memory does not grow with the number of files."""
+    from netaudit import progress
+
+    result = ImportResult()
+
+    def mail_inputs() -> Iterator[Input]:
+        for item in discover(paths, result):
+            if item.kind == "calendar":
+                result.calendars.append(item.path)
+            else:
+                yield item
+
+    with progress.track(label or source, input_bytes(discover(paths))) as advance:
+        result.mail = import_inputs(db_path, source, mail_inputs(), me=me,
+                                    keep_subject=keep_subject, progress=advance)
+    return result
 
 
 def import_inputs(db_path: Path, source: str, inputs: Iterable[Input], *,

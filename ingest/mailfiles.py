@@ -72,19 +72,6 @@ def read_message_file(path: Path) -> RawMessage:
     return RawMessage(str(path), header, st.st_size, (("file_mtime", _mtime(st)),))
 
 
-def maildir_files(root: Path) -> Iterator[Path]:
-    """Every message file under ``cur/`` and ``new/`` directories, Maildir++ folders included.
-
-    ``tmp/`` holds deliveries in progress and is never read.
-    """
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "tmp")
-        if os.path.basename(dirpath) in ("cur", "new"):
-            for name in sorted(filenames):
-                if not name.startswith("."):
-                    yield Path(dirpath, name)
-
-
 def read_maildir_file(path: Path) -> RawMessage:
     msg = read_message_file(path)
     m = _MAILDIR_SIZE.search(path.name)

@@ -22,23 +22,16 @@ def _summary(result: BatchResult) -> str:
 
 def sync_local(cfg: Config, source: Source, me: frozenset[str]) -> str:
     """A [[maildir]] or [[mbox]] source, through the same readers as `netaudit import`."""
-    from netaudit import progress
-
     path = Path(source["path"])
     if not path.exists():
         raise SourceError(f"{path} does not exist")
-    if source.kind == "maildir":
-        if not path.is_dir():
-            raise SourceError(f"{path} is not a directory")
-        inputs = list(local.discover([path]))
-    else:
-        if not path.is_file():
-            raise SourceError(f"{path} is not a file")
-        inputs = [local.Input("mbox", path)]
-    with progress.track(source.name, local.input_bytes(inputs)) as advance:
-        result = local.import_inputs(cfg.database, source.name, inputs, me=me,
-                                     keep_subject=cfg.store_subjects, progress=advance)
-    return _summary(result)
+    if source.kind == "maildir" and not path.is_dir():
+        raise SourceError(f"{path} is not a directory")
+    if source.kind == "mbox" and not path.is_file():
+        raise SourceError(f"{path} is not a file")
+    result = local.import_paths(cfg.database, source.name, [path], me=me,
+                                keep_subject=cfg.store_subjects)
+    return _summary(result.mail)
 
 
 def sync_one(cfg: Config, source: Source, me: frozenset[str]) -> str:

@@ -100,7 +100,6 @@ def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
     """
     from ingest import local
     from ingest.store import record_source
-    from netaudit import progress
 
     cfg = app.config
     bad = [m for m in me if "@" not in m]
@@ -110,21 +109,19 @@ def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
     if missing:
         raise UsageError(f"no such file or directory: {missing[0]}")
     my_addresses = local.prepare_me(cfg.database, cfg.me, me)
-    skipped: list[Path] = []
-    inputs = list(local.discover(paths, skipped))
-    calendars = [i.path for i in inputs if i.kind == "calendar"]
-    with progress.track("import", local.input_bytes(inputs)) as advance:
-        result = local.import_inputs(cfg.database, "import", inputs, me=my_addresses,
-                                     keep_subject=cfg.store_subjects, progress=advance)
+    imported = local.import_paths(cfg.database, "import", list(paths), me=my_addresses,
+                                  keep_subject=cfg.store_subjects)
+    result = imported.mail
     with db.writer(cfg.database) as con:
         record_source(con, "import", "import", summary=f"{result.seen:,} messages from "
                       f"{len(paths)} paths")
     click.echo(f"Imported {result.seen:,} messages: {result.new:,} new, "
                f"{result.duplicates:,} already stored, {result.quarantined:,} quarantined.")
-    if skipped:
-        click.echo(f"Skipped {len(skipped):,} files that are not mail (e.g. {skipped[0]}).")
-    if calendars:
-        raise SourceError(f"calendar files are not supported yet: {calendars[0]}")
+    if imported.skipped:
+        click.echo(f"Skipped {imported.skipped:,} files that are not mail "
+                   f"(e.g. {imported.skipped_example}).")
+    if imported.calendars:
+        raise SourceError(f"calendar files are not supported yet: {imported.calendars[0]}")
 
 
 @cli.command()
