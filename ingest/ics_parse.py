@@ -438,14 +438,12 @@ def _parse_one(calendar: icalendar.Calendar, settings: _Settings) -> _CalendarRe
     zone, x_wr_valid, zone_problem = _calendar_zone(calendar, settings.default_tz)
     if zone_problem is not None:
         result.problems.append(zone_problem)
-    calendar = _standardise(calendar, zone, x_wr_valid)
     method = str(calendar.get("METHOD", "")).strip().upper()
 
     groups: dict[str, list[icalendar.Event]] = {}
-    for event in calendar.subcomponents:
-        if isinstance(event, icalendar.Event):
-            uid, event = _uid_of(event)
-            groups.setdefault(uid, []).append(event)
+    for event in _standardise(calendar, zone, x_wr_valid):
+        uid, event = _uid_of(event)
+        groups.setdefault(uid, []).append(event)
 
     if method == "CANCEL":
         _collect_cancels(groups, zone, result)
@@ -574,16 +572,26 @@ class _FloatingOnly(_KeepParams, x_wr_timezone.CalendarWalker):
 
 def _standardise(
     calendar: icalendar.Calendar, zone: tzinfo, x_wr_timezone_valid: bool
-) -> icalendar.Calendar:
-    """Give every time a zone before expansion, the way R-ICS-5 asks.
+) -> list[icalendar.Event]:
+    """The calendar's events with a zone on every time, the way R-ICS-5 asks.
 
     This is ``x_wr_timezone.to_standard`` (which ``recurring_ical_events.of`` would apply)
     with the zone already resolved, so an unknown X-WR-TIMEZONE cannot make it raise, plus
-    the default zone for floating times. Values in VEVENTs only; the input is not modified.
+    the default zone for floating times. It works event by event: an event whose values
+    cannot be rebuilt (a PERIOD ending before it starts) is passed on as it is, for the
+    expansion to judge. The input is not modified.
     """
-    if x_wr_timezone_valid:
-        return _WrTimezone(zone).walk(calendar)
-    return _FloatingOnly(zone).walk(calendar)
+    walker: x_wr_timezone.CalendarWalker = (
+        _WrTimezone(zone) if x_wr_timezone_valid else _FloatingOnly(zone)
+    )
+    events: list[icalendar.Event] = []
+    for component in calendar.subcomponents:
+        if isinstance(component, icalendar.Event):
+            try:
+                events.append(walker.walk_event(component))
+            except Exception:
+                events.append(component)
+    return events
 
 
 def _as_utc(value: datetime, zone: tzinfo) -> datetime:

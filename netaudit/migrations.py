@@ -75,4 +75,36 @@ MIGRATIONS: tuple[Migration, ...] = (
             added_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
         )""",
     )),
+    Migration(2, "meetings, attendees, bounces, Gmail thread ids", (
+        """CREATE TABLE meetings (
+            calendar VARCHAR NOT NULL,         -- the source name
+            occurrence_key VARCHAR NOT NULL,   -- UID|RECURRENCE-ID (or original start)
+            uid VARCHAR NOT NULL,
+            starts_at TIMESTAMPTZ,             -- timed events, UTC
+            ends_at TIMESTAMPTZ,
+            start_date DATE,                   -- all-day events: the date, never via UTC
+            end_date DATE,                     -- exclusive
+            all_day BOOLEAN NOT NULL,
+            mode VARCHAR,                      -- in_person, online or NULL
+            organizer_is_me BOOLEAN NOT NULL,
+            summary VARCHAR,                   -- only with store_subjects = true
+            origin VARCHAR NOT NULL,           -- the file or feed it came from (redacted)
+            ingested_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        )""",
+        """CREATE TABLE attendees (
+            calendar VARCHAR NOT NULL,
+            occurrence_key VARCHAR NOT NULL,
+            address VARCHAR NOT NULL,          -- lower-case; my own addresses excluded
+            name VARCHAR,
+            role VARCHAR NOT NULL              -- organizer or attendee
+        )""",
+        """CREATE TABLE bounces (
+            message_key VARCHAR NOT NULL,      -- the delivery status notification
+            recipient VARCHAR NOT NULL,        -- Final-Recipient, lower-case
+            action VARCHAR,                    -- failed, delayed, ...
+            status VARCHAR,                    -- 5.1.1 ...
+            reported_at TIMESTAMPTZ
+        )""",
+        "ALTER TABLE messages ADD COLUMN thread_hint VARCHAR",  # X-GM-THRID on Gmail
+    )),
 )
