@@ -81,6 +81,7 @@ class MessageRecord:
     is_dsn: bool
     size: int | None
     problems: tuple[str, ...] = ()  # headers that were unreadable and how they were handled
+    thread_hint: str | None = None  # a server's own thread id (Gmail X-GM-THRID)
 
     @property
     def date_fallback(self) -> bool:

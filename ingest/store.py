@@ -16,7 +16,7 @@ from netaudit.db import Connection
 MESSAGE_COLUMNS = (
     "message_key", "message_id", "source", "location", "sent_at", "date_source", "from_addr",
     "from_name", "direction", "recipient_count", "in_reply_to", "refs", "subject",
-    "automated_reason", "is_dsn", "size_bytes", "ingested_at",
+    "automated_reason", "is_dsn", "size_bytes", "ingested_at", "thread_hint",
 )
 PARTICIPANT_COLUMNS = ("message_key", "role", "position", "address", "name")
 
@@ -44,10 +44,11 @@ class BatchResult:
 
 
 def _stage(con: Connection) -> None:
-    con.execute("CREATE OR REPLACE TEMP TABLE stage_messages AS "
-                "SELECT 0::INTEGER AS seq, * FROM messages LIMIT 0")
-    con.execute("CREATE OR REPLACE TEMP TABLE stage_participants AS "
-                "SELECT 0::INTEGER AS seq, * FROM participants LIMIT 0")
+    # Explicit column lists: later migrations may add columns the writer does not fill.
+    con.execute("CREATE OR REPLACE TEMP TABLE stage_messages AS SELECT 0::INTEGER AS seq, "
+                f"{', '.join(MESSAGE_COLUMNS)} FROM messages LIMIT 0")
+    con.execute("CREATE OR REPLACE TEMP TABLE stage_participants AS SELECT 0::INTEGER AS seq, "
+                f"{', '.join(PARTICIPANT_COLUMNS)} FROM participants LIMIT 0")
     con.execute("CREATE OR REPLACE TEMP TABLE stage_quarantine AS "
                 "SELECT * FROM quarantine LIMIT 0")
 
@@ -65,7 +66,7 @@ def write_mail_batch(con: Connection, source: str,
         app.append_rows(
             (seq, r.message_key, r.message_id, source, loc, r.date, r.date_source, r.from_addr,
              r.from_name, r.direction, r.recipient_count, r.in_reply_to, list(r.references),
-             r.subject, r.automated_reason, r.is_dsn, r.size, now)
+             r.subject, r.automated_reason, r.is_dsn, r.size, now, r.thread_hint)
             for seq, (loc, r) in enumerate(records))
     with con.appender("stage_participants") as app:
         app.append_rows(
