@@ -28,9 +28,19 @@ them are written next to the code that makes them and summed up here:
 * ``mode``: a physical LOCATION wins over a conferencing link (Google Workspace and Teams add
   a link to every event, in-person ones too); otherwise any conferencing link or conference
   property makes the occurrence ``online``.
+* Cancelled: ``STATUS:CANCELLED`` on the master cancels every occurrence (overrides too);
+  on an override, that occurrence. A ``METHOD:CANCEL`` calendar yields nothing, and also
+  removes its UIDs (or single instances) from the other VCALENDARs of the same file.
 * A series whose window holds more than ``max_occurrences_per_series`` occurrences keeps the
-  first ones and reports a Problem; a rule too dense to even count cheaply is dropped with a
-  Problem. The caller must not replace stored occurrences of a UID in ``failed_uids``.
+  first ones and reports a Problem; a rule too dense to even count cheaply, a
+  ``FREQ=SECONDLY``/``MINUTELY`` rule and a rule with an impossible BYMONTHDAY are dropped
+  with a Problem. The caller must not replace stored occurrences of a UID in ``failed_uids``.
+* Problems are everything dropped, cut short or guessed. A ``"calendar"`` Problem can come
+  with occurrences (an unknown X-WR-TIMEZONE, a VTIMEZONE that did not parse).
+* Structural damage (a stray END, an unterminated component, a bad VALARM) makes icalendar
+  drop the whole file; then every VEVENT block is parsed on its own and only those that
+  still fail become Problems.
+* An event without UID gets ``no-uid-<sha256 of its content>``, stable across re-imports.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
@@ -158,8 +169,9 @@ def parse_calendar(
     ``window_start``/``window_end`` bound the occurrences (an occurrence overlapping the
     window is included). ``default_tz`` is the zone of floating times in a calendar without a
     valid X-WR-TIMEZONE. ``max_seconds`` (an addition) is a safety valve against rules that
-    make the expansion library search for centuries (``FREQ=SECONDLY`` with an impossible
-    ``BYMONTHDAY``): series not reached in time become Problems.
+    make dateutil search for centuries (``FREQ=DAILY;BYDAY=MO;BYSETPOS=2`` and other rules
+    with no instance): series not reached in time become Problems. One series can overrun
+    the limit by a few seconds, as dateutil cannot be interrupted.
     """
     if window_start.tzinfo is None or window_end.tzinfo is None:
         raise ValueError("window_start and window_end must be timezone-aware")
@@ -212,17 +224,27 @@ def _describe(exc: BaseException) -> str:
 def _decode(data: bytes) -> str:
     """Turn bytes into text the way real exports need it.
 
-    RFC 5545 says UTF-8, but Outlook and older tools write Windows-1252 or UTF-16. icalendar
-    would replace undecodable bytes with U+FFFD and lose names in CN; trying cp1252 first
-    keeps them. Latin-1 never fails, so this always returns.
+    RFC 5545 says UTF-8, but Outlook and older tools write Windows-1252 or UTF-16, and
+    icalendar would replace every undecodable byte with U+FFFD, losing names in CN. A file
+    that is not valid UTF-8 is decoded line by line, so one stray byte does not garble the
+    UTF-8 names on every other line. Latin-1 never fails, so this always returns.
     """
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         with contextlib.suppress(UnicodeDecodeError):
             return data.decode("utf-16")
-    for encoding in ("utf-8-sig", "cp1252"):
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(_decode_line(line) for line in data.splitlines(keepends=True))
+
+
+def _decode_line(line: bytes) -> str:
+    for encoding in ("utf-8", "cp1252"):
         with contextlib.suppress(UnicodeDecodeError):
-            return data.decode(encoding)
-    return data.decode("latin-1")
+            return line.decode(encoding)
+    return line.decode("latin-1")
 
 
 def _load(text: str) -> tuple[list[icalendar.Calendar], list[Problem]]:
@@ -476,7 +498,8 @@ def _collect_cancels(
                 result.cancelled_uids.add(uid)
                 continue
             try:
-                result.cancelled_keys.add(f"{uid}|{_instant_key(rid.dt, zone)}")
+                key = _instant_key(_dt(event, "RECURRENCE-ID"), zone)
+                result.cancelled_keys.add(f"{uid}|{key}")
             except Exception as exc:
                 result.problems.append(
                     Problem(f"UID {uid}", f"bad RECURRENCE-ID: {_describe(exc)}")
@@ -498,7 +521,11 @@ def _uid_of(event: icalendar.Event) -> tuple[str, icalendar.Event]:
     if not uid:
         content = event.copy()
         content.pop("DTSTAMP", None)
-        uid = f"no-uid-{hashlib.sha256(content.to_ical()).hexdigest()[:32]}"
+        try:
+            serialised = content.to_ical()
+        except Exception:  # a value icalendar cannot write back; its repr is stable too
+            serialised = repr(sorted((str(k), repr(v)) for k, v in content.items())).encode()
+        uid = f"no-uid-{hashlib.sha256(serialised).hexdigest()[:32]}"
     patched = event.copy()  # a missing, repeated or padded UID: give the library a clean one
     for sub in event.subcomponents:
         patched.add_component(sub)
@@ -623,9 +650,20 @@ def _expand_series(
     where = f"UID {uid}"
     problems: list[Problem] = []
     for event in events:
-        complaint = _start_complaint(event)
+        complaint = _start_complaint(event) or _rule_complaint(event)
         if complaint is not None:
             return [], [Problem(where, complaint)]
+    span = _single_span(events)
+    if span is not None:
+        start, end = span
+        if not _overlaps(start, end, settings):
+            return [], []
+        try:
+            built = _build(uid, events[0], start, end, _instant_key(start, zone), zone, settings)
+        except Exception as exc:
+            return [], [Problem(where, f"cannot read the event: {_describe(exc)}")]
+        return ([built] if built is not None else []), []
+
     master = _master(events)
     try:
         stop = settings.window_end
@@ -675,12 +713,55 @@ def _start_complaint(event: icalendar.Event) -> str | None:
     if isinstance(value, list):
         return "event has more than one DTSTART"
     try:
-        start = value.dt
+        start = _dt(event, "DTSTART")
     except Exception as exc:
         return f"bad DTSTART: {_describe(exc)}"
     if not isinstance(start, date):
         return f"DTSTART is not a date or date-time: {start!r}"
     return None
+
+
+_SUB_HOURLY = re.compile(r"FREQ=(SECONDLY|MINUTELY)", re.IGNORECASE)
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # the most each month can have
+
+
+def _rule_complaint(event: icalendar.Event) -> str | None:
+    """Refuse rules that would make the expansion crawl.
+
+    * ``FREQ=SECONDLY``/``MINUTELY``: no calendar program offers them for meetings, and
+      recurring-ical-events checks overrides against every instance of the day, which for
+      ``SECONDLY`` takes minutes.
+    * A BYMONTHDAY that no BYMONTH has (30 February): dateutil then searches day by day up
+      to the year 9999 for an instance that never comes (seconds per rule, twice).
+    """
+    for rule in _as_list(event.get("RRULE")):
+        text = _rule_text(rule)
+        match = _SUB_HOURLY.search(text)
+        if match:
+            return f"RRULE FREQ={match.group(1).upper()} is not a meeting; series not expanded"
+        if isinstance(rule, dict) and _impossible_month_days(rule):
+            return f"RRULE {text[:80]} has no instance; series not expanded"
+    return None
+
+
+def _rule_text(rule: object) -> str:
+    """An RRULE as its iCalendar text (``FREQ=WEEKLY;COUNT=5``), also for a broken one."""
+    to_ical = getattr(rule, "to_ical", None)
+    if to_ical is not None:
+        with contextlib.suppress(Exception):
+            value = to_ical()
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return str(rule)
+
+
+def _impossible_month_days(rule: dict[str, Any]) -> bool:
+    try:
+        days = [int(d) for d in rule.get("BYMONTHDAY", [])]
+        months = [int(m) for m in rule.get("BYMONTH", [])] or list(range(1, 13))
+        longest = max(_MONTH_DAYS[m - 1] for m in months)
+    except Exception:
+        return False  # leave odd values to the library
+    return bool(days) and all(abs(d) > longest for d in days)
 
 
 def _master(events: list[icalendar.Event]) -> icalendar.Event | None:
@@ -712,13 +793,12 @@ def _rule_cutoff(master: icalendar.Event, settings: _Settings) -> datetime | Non
     rules = [rule for rule in _as_list(master.get("RRULE")) if rule]
     if not rules:
         return None
-    start = master["DTSTART"].dt
+    start = _dt(master, "DTSTART")
     zone = start.tzinfo if isinstance(start, datetime) else None
     naive_start = _naive(start, zone)
-    end = master.get("DTEND")
     duration = timedelta(0)
-    with contextlib.suppress(Exception):
-        duration = max(timedelta(0), _naive(end.dt, zone) - naive_start) if end else duration
+    with contextlib.suppress(Exception):  # only widens the counting span; no DTEND is fine
+        duration = max(timedelta(0), _naive(_dt(master, "DTEND"), zone) - naive_start)
     margin = timedelta(days=2)
     longest = min(duration, timedelta(days=3650))
     low = _naive_clamped(settings.window_start, zone, -(margin + longest))
@@ -765,8 +845,9 @@ def _rule_instances(
     rule: object, naive_start: datetime, zone: tzinfo | None, high: datetime
 ) -> Iterator[datetime]:
     """Lazily yield the naive instants of one RRULE up to ``high`` (and its UNTIL)."""
-    text = rule.to_ical().decode() if hasattr(rule, "to_ical") else str(rule)  # type: ignore[attr-defined]
-    text = _NEGATIVE_COUNT.sub("", text)  # as recurring-ical-events does (its issue 128)
+    text = _NEGATIVE_COUNT.sub(
+        "", _rule_text(rule)
+    )  # as recurring-ical-events does (its issue 128)
     limit = high
     untils = rule.get("UNTIL") if isinstance(rule, dict) else None
     if untils:
@@ -788,16 +869,27 @@ def _this_and_future_shifts(events: list[icalendar.Event], zone: tzinfo) -> dict
     override's RECURRENCE-ID onto them, so keep each override's shift to undo it."""
     shifts: dict[str, timedelta] = {}
     for event in events:
-        rid = event.get("RECURRENCE-ID")
+        rid: Any = event.get("RECURRENCE-ID")
         if rid is None or str(rid.params.get("RANGE", "")).upper() != "THISANDFUTURE":
             continue
         with contextlib.suppress(Exception):
-            start = event["DTSTART"].dt
-            if isinstance(start, datetime) and isinstance(rid.dt, datetime):
-                shifts[_instant_key(rid.dt, zone)] = _as_utc(start, zone) - _as_utc(rid.dt, zone)
-            elif not isinstance(start, datetime) and not isinstance(rid.dt, datetime):
-                shifts[_instant_key(rid.dt, zone)] = start - rid.dt
+            start, original = _dt(event, "DTSTART"), rid.dt
+            key = _instant_key(original, zone)
+            if isinstance(start, datetime) and isinstance(original, datetime):
+                shifts[key] = _as_utc(start, zone) - _as_utc(original, zone)
+            elif not isinstance(start, datetime) and not isinstance(original, datetime):
+                shifts[key] = start - original
     return shifts
+
+
+def _dt(component: icalendar.Component, name: str) -> Any:
+    """The ``.dt`` of a date-time property, or None.
+
+    Typed ``Any`` on purpose: icalendar types ``get()`` as the union of every property type,
+    most without ``.dt``; callers check the value with isinstance.
+    """
+    prop: Any = component.get(name)
+    return None if prop is None else prop.dt
 
 
 def _is_cancelled(component: icalendar.Event) -> bool:
@@ -818,38 +910,109 @@ def _occurrence(
     settings: _Settings,
 ) -> Occurrence | None:
     """One expanded component as an Occurrence, or None if it is no meeting of mine."""
-    if series_cancelled or _is_cancelled(component):
+    if series_cancelled:
+        return None
+    start_value = _dt(component, "DTSTART")
+    end_value = _dt(component, "DTEND") if "DTEND" in component else start_value
+    recurrence_id = _recurrence_id(component, start_value, zone, shifts)
+    return _build(uid, component, start_value, end_value, recurrence_id, zone, settings)
+
+
+def _build(
+    uid: str,
+    component: icalendar.Event,
+    start_value: date | datetime,
+    end_value: date | datetime,
+    recurrence_id: str,
+    zone: tzinfo,
+    settings: _Settings,
+) -> Occurrence | None:
+    """The Occurrence of a component at the given times, or None if it is no meeting of mine."""
+    if _is_cancelled(component):
         return None
     people = _people(component, settings.me)
     if people is None:
         return None
     organizer_is_me, counterparts = people
-
-    start_value = component["DTSTART"].dt
-    end_value = component["DTEND"].dt if "DTEND" in component else start_value
-    recurrence_id = _recurrence_id(component, start_value, zone, shifts)
-    summary = str(component.get("SUMMARY", "")).strip() or None
-    common = {
-        "occurrence_key": f"{uid}|{recurrence_id}",
-        "uid": uid,
-        "recurrence_id": recurrence_id,
-        "mode": _mode(component),
-        "organizer_is_me": organizer_is_me,
-        "counterparts": counterparts,
-        "summary": summary,
-    }
-    if not isinstance(start_value, datetime):
+    start: datetime | None = None
+    end: datetime | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+    if isinstance(start_value, datetime):
+        start = _as_utc(start_value, zone)
+        # A DATE end on a DATE-TIME start is malformed: keep the event as a point in time.
+        end = max(_as_utc(end_value, zone), start) if isinstance(end_value, datetime) else start
+    else:
+        start_date = start_value
         end_date = end_value.date() if isinstance(end_value, datetime) else end_value
-        if end_date <= start_value:
+        if end_date is None or end_date <= start_value:
             end_date = start_value + timedelta(days=1)
-        return Occurrence(
-            start=None, end=None, start_date=start_value, end_date=end_date, all_day=True, **common
-        )
-    start = _as_utc(start_value, zone)
-    # A DATE end on a DATE-TIME start is malformed: keep the event as a point in time.
-    end = _as_utc(end_value, zone) if isinstance(end_value, datetime) else start
-    end = max(end, start)
-    return Occurrence(start=start, end=end, start_date=None, end_date=None, all_day=False, **common)
+    return Occurrence(
+        occurrence_key=f"{uid}|{recurrence_id}",
+        uid=uid,
+        recurrence_id=recurrence_id,
+        start=start,
+        end=end,
+        start_date=start_date,
+        end_date=end_date,
+        all_day=start is None,
+        mode=_mode(component),
+        organizer_is_me=organizer_is_me,
+        counterparts=counterparts,
+        summary=str(component.get("SUMMARY", "")).strip() or None,
+    )
+
+
+_RECURRENCE_PROPERTIES = ("RRULE", "RDATE", "EXDATE", "RECURRENCE-ID")
+
+
+def _single_span(events: list[icalendar.Event]) -> tuple[date, date] | None:
+    """Start and end of a UID that is one plain event, or None to let the library decide.
+
+    Most events in a real calendar happen once; working them out here skips the library's
+    copying and makes a large export about twice as fast. Only the unambiguous cases are
+    taken: one component, no recurrence, DTSTART and DTEND (or DURATION, or neither) of the
+    same kind, all times with a zone. Like recurring-ical-events, a date without an end lasts
+    a day, a date-time without an end is a moment, and an end before the start is swapped.
+    """
+    if len(events) != 1 or any(name in events[0] for name in _RECURRENCE_PROPERTIES):
+        return None
+    event = events[0]
+    try:
+        start = _dt(event, "DTSTART")
+        if "DTEND" in event:
+            end = _dt(event, "DTEND")
+        elif "DURATION" in event:
+            duration = _dt(event, "DURATION")
+            if not isinstance(duration, timedelta) or (
+                not isinstance(start, datetime) and duration.seconds
+            ):
+                return None
+            end = start + duration
+        else:
+            end = start if isinstance(start, datetime) else start + timedelta(days=1)
+    except Exception:
+        return None  # the library reports it in its own words
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        if start.tzinfo is None or end.tzinfo is None:
+            return None
+    elif isinstance(start, datetime) or isinstance(end, datetime):
+        return None  # a DATE mixed with a DATE-TIME
+    elif not isinstance(start, date) or not isinstance(end, date):
+        return None
+    return (start, end) if start <= end else (end, start)
+
+
+def _overlaps(start: date, end: date, settings: _Settings) -> bool:
+    """recurring-ical-events' rule: overlap, and a moment counts if it lies in the window."""
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        start_utc, end_utc = start.astimezone(UTC), end.astimezone(UTC)
+    else:
+        start_utc = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        end_utc = datetime(end.year, end.month, end.day, tzinfo=UTC)
+    if start_utc == end_utc:
+        return settings.window_start <= start_utc < settings.window_end
+    return start_utc < settings.window_end and settings.window_start < end_utc
 
 
 def _recurrence_id(
@@ -859,10 +1022,10 @@ def _recurrence_id(
     shifts: dict[str, timedelta],
 ) -> str:
     """The stable identity of an occurrence: its RECURRENCE-ID, else its original start."""
-    rid = component.get("RECURRENCE-ID")
+    rid = _dt(component, "RECURRENCE-ID")
     if rid is None:
         return _instant_key(start, zone)
-    key = _instant_key(rid.dt, zone)
+    key = _instant_key(rid, zone)
     if key in shifts:  # a THISANDFUTURE override or an instance it moved
         shift = shifts[key]
         original = _as_utc(start, zone) - shift if isinstance(start, datetime) else start - shift
@@ -874,8 +1037,9 @@ def _recurrence_id(
 # who met
 # --------------------------------------------------------------------------------------
 
-_NOT_THERE = frozenset({PARTSTAT.DECLINED, PARTSTAT.DELEGATED})
-_NOT_PEOPLE = frozenset({CUTYPE.ROOM, CUTYPE.RESOURCE, CUTYPE.GROUP})
+_NOT_THERE = frozenset({PARTSTAT.DECLINED.value, PARTSTAT.DELEGATED.value})
+_NOT_PEOPLE = frozenset({CUTYPE.ROOM.value, CUTYPE.RESOURCE.value, CUTYPE.GROUP.value})
+_PARTSTATS = frozenset(p.value for p in PARTSTAT)
 _EMAILISH = re.compile(r"^[^\s@<>:,;]+@[^\s@<>:,;]+$")
 
 
@@ -962,28 +1126,28 @@ def _people(
     organizer_is_me = organizer_address is not None and organizer_address in me
 
     my_statuses: list[str] = []
-    entries: dict[str, Counterpart] = {}
+    entries: dict[str, Counterpart] = {}  # address -> the person, in file order
+    excluded: dict[str, str] = {}  # address -> PARTSTAT, for entries that do not count
     for prop in attendees:
         address = _entry_address(prop)
         if address is None:
             continue
-        partstat = _param(prop, "PARTSTAT", "PARTSTAT", PARTSTAT.NEEDS_ACTION)
-        if partstat not in PARTSTAT.__members__.values():
-            partstat = str(PARTSTAT.NEEDS_ACTION)  # RFC 5545: unknown values mean NEEDS-ACTION
+        partstat = _param(prop, "PARTSTAT", "PARTSTAT", PARTSTAT.NEEDS_ACTION.value)
+        if partstat not in _PARTSTATS:
+            partstat = PARTSTAT.NEEDS_ACTION.value  # RFC 5545: unknown means NEEDS-ACTION
         if address in me:
             my_statuses.append(partstat)
             continue
-        cutype = _param(prop, "CUTYPE", "CUTYPE", CUTYPE.INDIVIDUAL)
-        role = _param(prop, "ROLE", "ROLE", ROLE.REQ_PARTICIPANT)
+        cutype = _param(prop, "CUTYPE", "CUTYPE", CUTYPE.INDIVIDUAL.value)
+        role = _param(prop, "ROLE", "ROLE", ROLE.REQ_PARTICIPANT.value)
         if (
             partstat in _NOT_THERE
             or cutype in _NOT_PEOPLE
-            or role == ROLE.NON_PARTICIPANT
+            or role == ROLE.NON_PARTICIPANT.value
             or _is_pseudo_address(address)
         ):
-            entries.setdefault(address, Counterpart(address, None, "excluded", partstat))
-            continue
-        if address not in entries or entries[address].role == "excluded":
+            excluded.setdefault(address, partstat)
+        elif address not in entries:  # listed twice: the first entry that counts wins
             entries[address] = Counterpart(address, _entry_name(prop), "attendee", partstat)
 
     if me:
@@ -996,16 +1160,17 @@ def _people(
     counterparts: list[Counterpart] = []
     if organizer_address is not None and not organizer_is_me:
         listed = entries.pop(organizer_address, None)
-        cutype = _param(organizer, "CUTYPE", "CUTYPE", CUTYPE.INDIVIDUAL)
-        if (
-            (listed is None or listed.role != "excluded")
-            and cutype not in _NOT_PEOPLE
+        organizer_counts = (
+            # An organizer's own attendee entry can say DECLINED: then they were not there.
+            (listed is not None or organizer_address not in excluded)
+            and _param(organizer, "CUTYPE", "CUTYPE", CUTYPE.INDIVIDUAL.value) not in _NOT_PEOPLE
             and not _is_pseudo_address(organizer_address)
-        ):
+        )
+        if organizer_counts:
             name = _entry_name(organizer) or (listed.name if listed else None)
-            partstat = listed.partstat if listed else str(PARTSTAT.ACCEPTED)
+            partstat = listed.partstat if listed else PARTSTAT.ACCEPTED.value
             counterparts.append(Counterpart(organizer_address, name, "organizer", partstat))
-    counterparts.extend(c for c in entries.values() if c.role != "excluded")
+    counterparts.extend(entries.values())
     return organizer_is_me, tuple(counterparts)
 
 
@@ -1042,22 +1207,27 @@ _CONFERENCE_HOSTS = (
 # domain of an e-mail address, which names a person, not a meeting room).
 _HOST = re.compile(
     r"(?:(?:https?|sips?|webcal)://|\bwww\.)([a-z0-9.-]+\.[a-z]{2,})"
-    r"|(?<![@\w.-])((?:[a-z0-9-]+\.)+(?:com|us|me|si|vc|aws|co|net|org|io))\b",
+    r"|(?<![@\w.-])((?:[a-z0-9-]+\.)+"
+    r"(?:com|us|me|si|vc|aws|co|net|org|io|cc|tv|fm|de|uk|eu|app|chat|live|info))\b",
     re.IGNORECASE,
 )
 _URL = re.compile(r"(?:(?:https?|sips?|webcal)://|\bwww\.|\btel:)\S+", re.IGNORECASE)
 _BRANDS = (
     r"microsoft\s+teams|teams|zoom|google\s+meet|hangouts?|skype(?:\s+for\s+business)?|webex"
-    r"|jitsi(?:\s+meet)?|goto\s*meeting|bluejeans|whereby|facetime"
+    r"|jitsi(?:\s+meet)?|goto\s*(?:meeting|webinar)|bluejeans|whereby|facetime|mumble|discord"
+    r"|slack(?:\s+huddle)?|whatsapp|signal|telegram"
 )
-# LOCATION text that says "not a place": remote words, and placeholders.
+# LOCATION words that say "not a place": remote ones (they also make a meeting online),
+# neutral ones, and placeholders.
 _REMOTE_WORDS = re.compile(
-    rf"\b(?:{_BRANDS}|online|virtual|remote|video(?:\s*call)?|phone|call|conference|meeting|"
-    r"web|dial[\s-]*in)\b",
+    rf"\b(?:{_BRANDS}|online|virtual|remote|video(?:\s*call)?|phone|call|webinar|website"
+    r"|internet|live\s*stream|stream(?:ing)?|channel|dial[\s-]*in)\b",
     re.IGNORECASE,
 )
-_PLACEHOLDERS = re.compile(
-    r"\b(?:tbd|tba|n/a|none|see\s+(?:description|below)|link)\b", re.IGNORECASE
+_NOT_A_PLACE = re.compile(
+    r"\b(?:conference|meeting|web|server|port|tbd|tba|n/a|none|see|below|above|description"
+    r"|details|info(?:rmation)?|link)\b",
+    re.IGNORECASE,
 )
 _CONFERENCE_PROPERTIES = ("CONFERENCE", "ONLINEMEETING", "TEAMSMEETING", "SKYPETEAMS")
 
@@ -1089,11 +1259,9 @@ def _mode(component: icalendar.Event) -> str | None:
     location = _text(component, "LOCATION").strip()
     remote_location = False
     if location:
-        rest = _URL.sub(" ", location)
-        rest = _HOST.sub(" ", rest)
-        rest = _PLACEHOLDERS.sub(" ", rest)
+        rest = _HOST.sub(" ", _URL.sub(" ", location))
         remote_location = bool(_REMOTE_WORDS.search(rest)) or _has_conference_link(location)
-        rest = _REMOTE_WORDS.sub(" ", rest)
+        rest = _NOT_A_PLACE.sub(" ", _REMOTE_WORDS.sub(" ", rest))
         if re.search(r"[^\W\d_]", rest):  # letters left over: a place, not a link
             return "in_person"
     for name in component:

@@ -115,13 +115,17 @@ def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
     with db.writer(cfg.database) as con:
         record_source(con, "import", "import", summary=f"{result.seen:,} messages from "
                       f"{len(paths)} paths")
-    click.echo(f"Imported {result.seen:,} messages: {result.new:,} new, "
-               f"{result.duplicates:,} already stored, {result.quarantined:,} quarantined.")
+    if result.seen or not imported.calendars:
+        click.echo(f"Imported {result.seen:,} messages: {result.new:,} new, "
+                   f"{result.duplicates:,} already stored, {result.quarantined:,} quarantined.")
     if imported.skipped:
         click.echo(f"Skipped {imported.skipped:,} files that are not mail "
                    f"(e.g. {imported.skipped_example}).")
     if imported.calendars:
-        raise SourceError(f"calendar files are not supported yet: {imported.calendars[0]}")
+        from ingest import calendars
+
+        cal = calendars.import_files(cfg, imported.calendars, my_addresses)
+        click.echo(f"Calendars: {cal.summary()}.")
 
 
 @cli.command()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from netaudit import paths
@@ -384,6 +385,10 @@ def _check_source(kind: str, s: dict[str, Any], label: str, file: str) -> None:
             raise ConfigError(file, f"{label}.url", "expected exactly one of url or path")
         if s["url"] and s["url"].lower().startswith("webcal://"):
             s["url"] = "https://" + s["url"][len("webcal://"):]
+        if s["url"] and s["url"].lower().startswith("http://") and not _is_loopback(
+                urlsplit(s["url"]).hostname or ""):
+            raise ConfigError(file, f"{label}.url", "http:// would send the feed's token in "
+                              "clear; use https:// (http:// is allowed only to loopback hosts)")
     if s.get("path"):
         s["path"] = str(Path(s["path"]).expanduser())
 

@@ -96,7 +96,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             occurrence_key VARCHAR NOT NULL,
             address VARCHAR NOT NULL,          -- lower-case; my own addresses excluded
             name VARCHAR,
-            role VARCHAR NOT NULL              -- organizer or attendee
+            role VARCHAR NOT NULL,             -- organizer or attendee
+            partstat VARCHAR                   -- ACCEPTED, TENTATIVE, NEEDS-ACTION...
         )""",
         """CREATE TABLE bounces (
             message_key VARCHAR NOT NULL,      -- the delivery status notification
