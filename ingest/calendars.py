@@ -23,11 +23,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from ingest.ics_parse import CalendarParse, parse_calendar
-from ingest.store import Quarantined
+from ingest.store import Quarantined, forgotten_hashes
 from netaudit import __version__, db
 from netaudit.config import Config, Source
 from netaudit.db import Connection
 from netaudit.errors import SourceError
+from netaudit.privacy import forget_hash
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,11 @@ def store_calendars(con: Connection, calendar: str, items: list[tuple[str, Calen
             (calendar, o.occurrence_key, o.uid, o.start, o.end, o.start_date, o.end_date,
              o.all_day, o.mode, o.organizer_is_me, o.summary if keep_summary else None, origin)
             for origin, o in fresh)
+    forgotten = forgotten_hashes(con)
     with con.appender("stage_attendees") as app:
         app.append_rows((calendar, o.occurrence_key, c.address, c.name, c.role, c.partstat)
-                        for _, o in fresh for c in o.counterparts)
+                        for _, o in fresh for c in o.counterparts
+                        if not forgotten or forget_hash(c.address) not in forgotten)
     with con.appender("stage_replace") as app:  # read whole: what is gone from it is gone
         app.append_rows((origin,) for origin, p in usable if p.uids)
     with con.appender("stage_keep") as app:

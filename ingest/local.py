@@ -9,6 +9,7 @@ what is missing.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -16,9 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest import mailfiles
+from ingest.dsn import parse_delivery_status
 from ingest.headers import Rejected, parse_headers
 from ingest.mailfiles import RawMessage
-from ingest.store import BatchResult, Quarantined, known_me, remember_me, write_mail_batch
+from ingest.store import (
+    BatchResult,
+    Bounce,
+    Quarantined,
+    known_me,
+    remember_me,
+    write_mail_batch,
+)
 from netaudit import db
 
 log = logging.getLogger(__name__)
@@ -166,19 +175,21 @@ def ingest_messages(db_path: Path, source: str, items: Iterable[RawMessage | Qua
     total = BatchResult()
     records: list = []
     quarantined: list[Quarantined] = []
+    bounces: list[Bounce] = []
 
     def flush() -> None:
         if not records and not quarantined:
             return
         with db.writer(db_path) as con:
             con.execute("BEGIN TRANSACTION")
-            result = write_mail_batch(con, source, records, quarantined)
+            result = write_mail_batch(con, source, records, quarantined, bounces)
             con.execute("COMMIT")
         total.add(result)
         if progress is not None:
             progress(0, len(records) + len(quarantined))
         records.clear()
         quarantined.clear()
+        bounces.clear()
 
     for item in items:
         if isinstance(item, Quarantined):
@@ -191,12 +202,27 @@ def ingest_messages(db_path: Path, source: str, items: Iterable[RawMessage | Qua
                 quarantined.append(Quarantined(item.location, rec.reason))
             else:
                 records.append((item.location, rec))
+                if rec.is_dsn:
+                    bounces.extend(_bounces(item, rec.message_key, rec.date))
             if progress is not None and item.size:
                 progress(item.size, 0)
         if len(records) + len(quarantined) >= batch_size:
             flush()
     flush()
     return total
+
+
+def _bounces(item: RawMessage, message_key: str, date: dt.datetime | None) -> list[Bounce]:
+    """Read the report part of a bounce: the one time a body is read, and only for DSNs."""
+    try:
+        raw = mailfiles.read_whole(item.location, item.size)
+    except OSError:
+        return []
+    part = mailfiles.delivery_status_part(raw)
+    if part is None:
+        return []
+    return [Bounce(message_key, r.recipient, r.action, r.status, r.reported_at or date)
+            for r in parse_delivery_status(part)]
 
 
 def import_paths(db_path: Path, source: str, paths: Sequence[Path], *, me: frozenset[str],

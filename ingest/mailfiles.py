@@ -13,6 +13,8 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import compat32
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -70,6 +72,41 @@ def read_message_file(path: Path) -> RawMessage:
     if header.startswith(_BOM):
         header = header[len(_BOM):]
     return RawMessage(str(path), header, st.st_size, (("file_mtime", _mtime(st)),))
+
+
+MAX_MESSAGE_BYTES = 1_000_000
+
+
+def read_whole(location: str, size: int | None, limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    """A whole message (for the few bounces whose report part is needed): a file, or
+    ``path#offset`` inside an mbox. At most ``limit`` bytes."""
+    path, _, offset = location.rpartition("#") if "#" in location else (location, "", "")
+    with open(path, "rb") as fh:
+        if offset.isdigit():
+            fh.seek(int(offset))
+            return fh.read(min(size or limit, limit))
+        return fh.read(limit)
+
+
+def delivery_status_part(raw: bytes) -> bytes | None:
+    """The ``message/delivery-status`` part of a whole bounce, as bytes; None if absent.
+
+    The stdlib parses that part into one header block per recipient; they are joined back
+    with blank lines, which is the part's own layout (RFC 3464 2.1).
+    """
+    try:
+        msg = BytesParser(policy=compat32).parsebytes(raw)
+        for part in msg.walk():
+            if part.get_content_type() != "message/delivery-status":
+                continue
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                return b"\n".join(block.as_bytes() for block in payload)
+            if isinstance(payload, str):
+                return payload.encode("utf-8", "surrogateescape")
+    except Exception:  # a hostile bounce: no rows, the message itself is kept
+        return None
+    return None
 
 
 def read_maildir_file(path: Path) -> RawMessage:

@@ -6,12 +6,14 @@ source's position can move in the same transaction as the events it covers.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ingest.headers import MessageRecord
 from netaudit.db import Connection
+from netaudit.privacy import forget_hash
 
 MESSAGE_COLUMNS = (
     "message_key", "message_id", "source", "location", "sent_at", "date_source", "from_addr",
@@ -53,13 +55,31 @@ def _stage(con: Connection) -> None:
                 "SELECT * FROM quarantine LIMIT 0")
 
 
+@dataclass(frozen=True, slots=True)
+class Bounce:
+    """One failed (or delayed) recipient from a delivery status notification."""
+
+    message_key: str
+    recipient: str
+    action: str | None
+    status: str | None
+    reported_at: dt.datetime | None
+
+
 def write_mail_batch(con: Connection, source: str,
                      records: Sequence[tuple[str, MessageRecord]],
-                     quarantined: Sequence[Quarantined] = ()) -> BatchResult:
+                     quarantined: Sequence[Quarantined] = (),
+                     bounces: Sequence[Bounce] = ()) -> BatchResult:
     """Store new messages and quarantine entries; anything already stored is skipped.
 
     Runs inside the caller's transaction. ``records`` pairs each message with its location.
+    Addresses the user asked netaudit to forget never come back: their messages are
+    skipped and they are left out of other messages' participants.
     """
+    total = len(records)
+    forgotten = forgotten_hashes(con)
+    if forgotten:
+        records = _without_forgotten(records, forgotten)
     _stage(con)
     now = dt.datetime.now(dt.UTC)
     with con.appender("stage_messages") as app:
@@ -91,12 +111,46 @@ def write_mail_batch(con: Connection, source: str,
         FROM stage_participants p SEMI JOIN stage_chosen c ON c.seq = p.seq""")
     row = con.execute("SELECT count(*) FROM stage_chosen").fetchone()
     new = int(row[0]) if row else 0
+    if bounces:
+        write_bounces(con, bounces)
     con.execute("""
         INSERT INTO quarantine
         SELECT DISTINCT s.* FROM stage_quarantine s
         ANTI JOIN quarantine q
           ON q.source = s.source AND q.location = s.location AND q.reason = s.reason""")
-    return BatchResult(new=new, duplicates=len(records) - new, quarantined=len(quarantined))
+    return BatchResult(new=new, duplicates=total - new, quarantined=len(quarantined))
+
+
+def write_bounces(con: Connection, bounces: Sequence[Bounce]) -> None:
+    """Store bounce rows once per (report, recipient), inside the caller's transaction."""
+    forgotten = forgotten_hashes(con)
+    con.execute("CREATE OR REPLACE TEMP TABLE stage_bounces AS SELECT message_key, recipient, "
+                "action, status, reported_at FROM bounces LIMIT 0")
+    with con.appender("stage_bounces") as app:
+        app.append_rows((b.message_key, b.recipient, b.action, b.status, b.reported_at)
+                        for b in bounces if forget_hash(b.recipient) not in forgotten)
+    con.execute("""
+        INSERT INTO bounces (message_key, recipient, action, status, reported_at)
+        SELECT DISTINCT s.* FROM stage_bounces s ANTI JOIN bounces b
+          ON b.message_key = s.message_key AND b.recipient = s.recipient""")
+
+
+def forgotten_hashes(con: Connection) -> frozenset[str]:
+    return frozenset(r[0] for r in con.execute(
+        "SELECT address FROM person_decisions WHERE kind = 'forget'").fetchall())
+
+
+def _without_forgotten(records: Sequence[tuple[str, MessageRecord]], forgotten: frozenset[str]
+                       ) -> list[tuple[str, MessageRecord]]:
+    out = []
+    for location, rec in records:
+        if rec.from_addr and forget_hash(rec.from_addr) in forgotten:
+            continue
+        kept = tuple(p for p in rec.participants if forget_hash(p.address) not in forgotten)
+        if len(kept) != len(rec.participants):
+            rec = dataclasses.replace(rec, participants=kept)
+        out.append((location, rec))
+    return out
 
 
 def known_me(con: Connection) -> set[str]:

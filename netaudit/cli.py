@@ -6,12 +6,15 @@ source or command failed, 2 usage or config error. A traceback means a bug.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -115,6 +118,7 @@ def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
     with db.writer(cfg.database) as con:
         record_source(con, "import", "import", summary=f"{result.seen:,} messages from "
                       f"{len(paths)} paths")
+    _refresh_people(cfg)
     if result.seen or not imported.calendars:
         click.echo(f"Imported {result.seen:,} messages: {result.new:,} new, "
                    f"{result.duplicates:,} already stored, {result.quarantined:,} quarantined.")
@@ -141,6 +145,7 @@ def sync(app: App, source_name: str | None) -> None:
         raise UsageError("no sources configured; add [[imap]], [[maildir]], [[mbox]] or "
                          f"[[calendar]] tables to {cfg.path or 'your config'}")
     failed = sources.sync_all(cfg, chosen, echo=click.echo)
+    _refresh_people(cfg)
     if failed:
         raise SourceError(f"{len(failed)} of {len(chosen)} sources failed: "
                           + ", ".join(failed))
@@ -233,12 +238,172 @@ def demo(app: App, directory: Path | None, messages: int) -> None:
     config_file.chmod(0o600)
     cfg = config.load(str(config_file))
     failed = sources.sync_all(cfg, cfg.sources, echo=click.echo)
+    _refresh_people(cfg)
     with db.reader(cfg.database) as con:
         _print_status(status_mod.collect(con, cfg))
+    from analysis import render, report
+
+    with db.reader(cfg.database) as con:
+        built = report.build(con, as_of=sample.END.date(), tz="UTC",
+                             analysis=cfg.analysis,
+                             max_recipients=cfg.filters["max_recipients"])
+    click.echo()
+    click.echo(render.to_text(built), nl=False)
     click.echo(f"\nExplore it: netaudit --config {config_file} sql "
                "\"SELECT from_addr, count(*) FROM messages GROUP BY 1 ORDER BY 2 DESC LIMIT 10\"")
     if failed:
         raise SourceError(f"the sample source failed: {', '.join(failed)}")
+
+
+def _refresh_people(cfg: config.Config) -> None:
+    """Regroup addresses into people after new events (see analysis/identity.py)."""
+    from analysis import identity
+
+    with db.writer(cfg.database) as con:
+        con.execute("BEGIN TRANSACTION")
+        identity.refresh(con, ignore_patterns=cfg.filters["ignore"],
+                         max_recipients=cfg.filters["max_recipients"])
+        con.execute("COMMIT")
+
+
+def _today(tz: str) -> dt.date:
+    return dt.datetime.now(ZoneInfo(tz)).date()
+
+
+def _parse_day(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--as-of {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@cli.command()
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="Report as it would have looked on this day (YYYY-MM-DD); default today.")
+@click.option("--month", metavar="YYYY-MM",
+              help="The month's report: as of its last day, and what changed since the "
+                   "month before.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "html", "json"]),
+              default="text", show_default=True, help="Output format.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="Write to this file (mode 0600) instead of standard output.")
+@pass_app
+def report(app: App, as_of: str | None, month: str | None, fmt: str,
+           output: Path | None) -> None:
+    """The five-practice report: neglected and one-sided ties, changes, face time, new ties."""
+    from analysis import render
+    from analysis import report as report_mod
+
+    cfg = app.config
+    day = _parse_day(as_of)
+    if month and day:
+        raise UsageError("give --as-of or --month, not both")
+    if month and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+        raise UsageError(f"--month {month!r} is not a month (YYYY-MM)")
+    options = {"tz": cfg.timezone, "analysis": cfg.analysis,
+               "max_recipients": cfg.filters["max_recipients"]}
+    with db.reader(cfg.database) as con:
+        if month:
+            built = report_mod.build_month(con, month, **options)
+        else:
+            built = report_mod.build(con, as_of=day or _today(cfg.timezone), **options)
+    if fmt == "json":
+        text = render.to_json(built)
+    elif fmt == "markdown":
+        text = render.to_markdown(built)
+    elif fmt == "html":
+        from analysis import render_html
+
+        text = render_html.to_html(built)
+    else:
+        text = render.to_text(built)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    _write_private(output, text)
+    click.echo(f"Wrote {output}", err=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Reports hold the user's social graph: created 0600, replaced atomically."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@cli.command()
+@click.argument("query")
+@pass_app
+def person(app: App, query: str) -> None:
+    """One person's addresses, metrics and timeline (QUERY: part of a name or address)."""
+    from analysis import person as person_mod
+
+    cfg = app.config
+    with db.reader(cfg.database) as con:
+        click.echo(person_mod.show(con, query, tz=cfg.timezone), nl=False)
+
+
+@cli.group()
+def people() -> None:
+    """Decisions about people: merge identities, let a tie go, forget someone."""
+
+
+def _decide(app: App, action: Any, *args: str) -> Any:
+    cfg = app.config
+    with db.writer(cfg.database) as con:
+        con.execute("BEGIN TRANSACTION")
+        result = action(con, *args)
+        con.execute("COMMIT")
+    _refresh_people(cfg)
+    return result
+
+
+@people.command("merge")
+@click.argument("a")
+@click.argument("b")
+@pass_app
+def people_merge(app: App, a: str, b: str) -> None:
+    """Treat addresses A and B as one person from now on."""
+    from analysis import people as people_mod
+
+    _decide(app, people_mod.merge, a.strip().lower(), b.strip().lower())
+    click.echo(f"{a} and {b} are now one person.")
+
+
+@people.command("ignore")
+@click.argument("address")
+@pass_app
+def people_ignore(app: App, address: str) -> None:
+    """Let a tie go: left out of every list, counted under respect.ignored."""
+    from analysis import people as people_mod
+
+    _decide(app, people_mod.ignore, address.strip().lower())
+    click.echo(f"{address} is left out of the reports from now on.")
+
+
+@people.command("forget")
+@click.argument("address")
+@click.confirmation_option(prompt="Delete everything stored about this address?")
+@pass_app
+def people_forget(app: App, address: str) -> None:
+    """Delete every stored row about ADDRESS and keep it from coming back."""
+    from analysis import people as people_mod
+
+    deleted = _decide(app, people_mod.forget, address.strip().lower())
+    total = sum(deleted.values())
+    click.echo(f"Deleted {total:,} rows about {address}; it will not be stored again.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -108,4 +108,120 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "ALTER TABLE messages ADD COLUMN thread_hint VARCHAR",  # X-GM-THRID on Gmail
     )),
+    Migration(3, "identities, user decisions and the public views", (
+        """CREATE TABLE person_decisions (
+            kind VARCHAR NOT NULL,             -- merge, ignore, forget
+            address VARCHAR NOT NULL,
+            other VARCHAR,                     -- merge: the address it joins
+            decided_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        )""",
+        """CREATE TABLE identities (           -- rebuilt after every sync; see analysis/identity
+            address VARCHAR NOT NULL,
+            person_id VARCHAR NOT NULL,
+            name VARCHAR,
+            is_primary BOOLEAN NOT NULL,
+            is_automated BOOLEAN NOT NULL,
+            ignored BOOLEAN NOT NULL,
+            first_seen TIMESTAMPTZ,
+            last_seen TIMESTAMPTZ
+        )""",
+        """CREATE TABLE identity_links (       -- why two addresses are one person
+            person_id VARCHAR NOT NULL,
+            previous VARCHAR NOT NULL,
+            current VARCHAR NOT NULL,
+            since TIMESTAMPTZ,
+            reason VARCHAR NOT NULL            -- new_address or merge
+        )""",
+        """CREATE TABLE settings (key VARCHAR NOT NULL, value VARCHAR)""",
+        # Threads: References names the root; a message with only In-Reply-To takes its
+        # parent's thread (one level, which covers clients that drop References).
+        """CREATE VIEW message_threads AS
+        WITH base AS (
+            SELECT message_key, sent_at, direction, in_reply_to,
+                   CASE WHEN thread_hint IS NOT NULL THEN thread_hint
+                        WHEN len(refs) > 0 THEN refs[1] END AS t0
+            FROM messages WHERE sent_at IS NOT NULL),
+        threaded AS (
+            SELECT b.message_key, b.sent_at, b.direction,
+                   coalesce(b.t0, p.t0, p.in_reply_to, b.in_reply_to, b.message_key)
+                       AS thread_id
+            FROM base b LEFT JOIN base p ON b.t0 IS NULL AND p.message_key = b.in_reply_to)
+        SELECT message_key, sent_at, direction, thread_id,
+               row_number() OVER w = 1 AS starts_thread,
+               coalesce(lag(direction) OVER w <> direction, false) AS is_reply
+        FROM threaded
+        WINDOW w AS (PARTITION BY thread_id ORDER BY sent_at, message_key)""",
+        """CREATE VIEW interactions AS
+        WITH me AS (SELECT DISTINCT address FROM me_addresses),
+        limits AS (SELECT coalesce(max(try_cast(value AS INTEGER)), 10) AS max_recipients
+                   FROM settings WHERE key = 'max_recipients'),
+        mail AS (
+            SELECT DISTINCT t.message_key, t.sent_at AS ts, p.address, t.direction,
+                   t.thread_id, t.starts_thread, t.is_reply, m.source
+            FROM message_threads t
+            JOIN messages m USING (message_key)
+            JOIN participants p USING (message_key)
+            WHERE m.automated_reason IS NULL
+              AND m.recipient_count <= (SELECT max_recipients FROM limits)
+              AND ((t.direction = 'sent' AND p.role IN ('to', 'cc', 'bcc'))
+                   OR (t.direction = 'received' AND p.role = 'from'))),
+        events AS (
+            SELECT ts, address, 'email' AS channel, direction, thread_id, starts_thread,
+                   is_reply, source FROM mail
+            UNION ALL
+            SELECT coalesce(mt.starts_at, timezone(current_setting('TimeZone'),
+                                                   mt.start_date::TIMESTAMP)),
+                   a.address, 'meeting', 'met', NULL, NULL, NULL, mt.calendar
+            FROM meetings mt JOIN attendees a
+              ON a.calendar = mt.calendar AND a.occurrence_key = mt.occurrence_key)
+        SELECT e.ts, coalesce(i.person_id, 'p' || substr(md5(e.address), 1, 10)) AS person_id,
+               e.address AS email, e.channel, e.direction, e.thread_id, e.starts_thread,
+               e.is_reply, e.source
+        FROM events e LEFT JOIN identities i ON i.address = e.address
+        WHERE e.address NOT IN (SELECT address FROM me)
+          AND NOT coalesce(i.is_automated, false) AND NOT coalesce(i.ignored, false)""",
+        """CREATE VIEW people AS
+        SELECT person_id,
+               arg_max(name, is_primary::INTEGER * 1e12
+                             + epoch(coalesce(last_seen, 'epoch'::TIMESTAMPTZ)))
+                   FILTER (WHERE name IS NOT NULL) AS name,
+               arg_max(address, is_primary) AS email,
+               list(address ORDER BY address) AS addresses,
+               bool_or(is_automated AND is_primary) AS is_automated,
+               min(first_seen) AS first_seen, max(last_seen) AS last_seen
+        FROM identities GROUP BY person_id""",
+        """CREATE MACRO tie_metrics(as_of) AS TABLE
+        WITH i AS (SELECT * FROM interactions WHERE ts <= as_of),
+        agg AS (
+            SELECT person_id, min(ts) AS first_contact, max(ts) AS last_contact,
+                count(*) FILTER (WHERE channel = 'email' AND direction = 'sent') AS emails_sent,
+                count(*) FILTER (WHERE channel = 'email' AND direction = 'received')
+                    AS emails_received,
+                count(*) FILTER (WHERE channel = 'meeting') AS meetings,
+                count(DISTINCT thread_id) FILTER (WHERE starts_thread AND direction = 'sent')
+                    AS threads_started_by_me,
+                count(DISTINCT thread_id) FILTER (WHERE starts_thread AND direction = 'received')
+                    AS threads_started_by_them,
+                count(*) FILTER (WHERE is_reply AND direction = 'sent') AS replies_by_me,
+                count(*) FILTER (WHERE is_reply AND direction = 'received') AS replies_by_them,
+                arg_max(email, ts) AS last_email
+            FROM i GROUP BY person_id),
+        days AS (SELECT DISTINCT person_id, ts::DATE AS d FROM i),
+        gaps AS (
+            SELECT person_id, count(*) AS interaction_days,
+                   median(gap) AS usual_gap_days
+            FROM (SELECT person_id, d, d - lag(d) OVER (PARTITION BY person_id ORDER BY d)
+                         AS gap FROM days)
+            GROUP BY person_id)
+        SELECT agg.*, gaps.interaction_days, gaps.usual_gap_days::DOUBLE AS usual_gap_days,
+               (emails_sent > 0 AND emails_received > 0) OR meetings > 0 AS is_tie
+        FROM agg JOIN gaps USING (person_id)""",
+        """CREATE VIEW ties AS
+        SELECT t.person_id, p.name, coalesce(p.email, t.last_email) AS email, t.first_contact,
+               t.last_contact, t.emails_sent, t.emails_received, t.meetings,
+               t.threads_started_by_me, t.threads_started_by_them, t.replies_by_me,
+               t.replies_by_them, t.usual_gap_days
+        FROM tie_metrics(now()) t LEFT JOIN people p USING (person_id)
+        WHERE t.is_tie""",
+    )),
 )

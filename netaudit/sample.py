@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from email.utils import format_datetime
 from pathlib import Path
 
+END = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)  # the sample mailbox ends here
 FIRST = ["Alex", "Sam", "Maria", "Jürgen", "Aiko", "Priya", "Tomás", "Chloé", "Noah", "Lena",
          "Omar", "Zoë", "Ravi", "Ingrid", "Mateo", "Yuki", "Fatima", "Lars", "Ana", "Kwame"]
 LAST = ["Okafor", "Schmidt", "Nakamura", "García", "Dubois", "Kowalski", "Singh", "Jensen",
@@ -88,7 +89,7 @@ def messages(count: int, *, seed: int = 1, me: str = "robin@example.org",
              contacts: int = 40) -> Iterator[tuple[dt.datetime, bool, bytes]]:
     """(date, seen, raw message) for ``count`` messages spread over ``days`` before ``end``."""
     rng = random.Random(seed)
-    end = end or dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    end = end or END
     start = end - dt.timedelta(days=days)
     people = _contacts(rng, contacts)
     threads: dict[str, list[str]] = {}
