@@ -109,14 +109,15 @@ def _ties(con: Connection, as_of: dt.datetime) -> dict[str, Tie]:
                t.emails_sent, t.emails_received, t.meetings, t.threads_started_by_me,
                t.threads_started_by_them, t.replies_by_me, t.replies_by_them,
                t.interaction_days, t.usual_gap_days, t.is_tie
-        FROM tie_metrics(?::TIMESTAMPTZ) t LEFT JOIN people p USING (person_id)""",
+        FROM tie_metrics(?::TIMESTAMPTZ, src := 'report_interactions') t
+        LEFT JOIN people p USING (person_id)""",
                        [as_of]).fetchall()
     ties = {r[0]: Tie(*r) for r in rows}
     weights = con.execute("""
         SELECT person_id, sum(CASE channel WHEN 'meeting' THEN 3.0 ELSE 1.0 END
                               * pow(0.5, date_diff('second', ts, ?::TIMESTAMPTZ)
                                          / 86400.0 / ?))
-        FROM interactions WHERE ts <= ?::TIMESTAMPTZ GROUP BY person_id""",
+        FROM report_interactions WHERE ts <= ?::TIMESTAMPTZ GROUP BY person_id""",
                           [as_of, HALF_LIFE_DAYS, as_of]).fetchall()
     for pid, raw in weights:
         tie = ties.get(pid)
@@ -141,7 +142,7 @@ def _threads(con: Connection, start: dt.datetime, as_of: dt.datetime
                    bool_or(starts_thread AND direction = 'received') AS by_them,
                    bool_or(is_reply AND direction = 'sent') AS me_replied,
                    bool_or(is_reply AND direction = 'received') AS they_replied
-            FROM interactions
+            FROM report_interactions
             WHERE channel = 'email' AND ts > ?::TIMESTAMPTZ AND ts <= ?::TIMESTAMPTZ
             GROUP BY person_id, thread_id)
         SELECT person_id, count(*), count(*) FILTER (WHERE by_me),
@@ -158,7 +159,7 @@ def _window_counts(con: Connection, start: dt.datetime, as_of: dt.datetime
                count(*) FILTER (WHERE channel = 'email' AND direction = 'sent'),
                count(*) FILTER (WHERE channel = 'email' AND direction = 'received'),
                count(*) FILTER (WHERE channel = 'meeting')
-        FROM interactions WHERE ts > ?::TIMESTAMPTZ AND ts <= ?::TIMESTAMPTZ
+        FROM report_interactions WHERE ts > ?::TIMESTAMPTZ AND ts <= ?::TIMESTAMPTZ
         GROUP BY person_id""", [start, as_of]).fetchall()
     return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
@@ -171,7 +172,7 @@ def _bounced(con: Connection, as_of: dt.datetime) -> dict[str, tuple[str, dt.dat
             WHERE coalesce(action, 'failed') = 'failed' AND reported_at <= ?::TIMESTAMPTZ
             GROUP BY recipient),
         last AS (
-            SELECT email, max(ts) AS last_ts FROM interactions
+            SELECT email, max(ts) AS last_ts FROM report_interactions
             WHERE ts <= ?::TIMESTAMPTZ GROUP BY email)
         SELECT i.person_id, b.recipient, b.reported_at
         FROM b JOIN identities i ON i.address = b.recipient
@@ -236,8 +237,7 @@ def _meetings(con: Connection, start: dt.datetime, as_of: dt.datetime) -> tuple[
 
 def _summary(con: Connection, ties: Mapping[str, Tie], as_of: dt.datetime) -> dict[str, int]:
     row = con.execute("""
-        SELECT count(DISTINCT message_key),
-               count(DISTINCT message_key) FILTER (WHERE automated_reason IS NOT NULL)
+        SELECT count(*), count(*) FILTER (WHERE automated_reason IS NOT NULL)
         FROM messages WHERE sent_at <= ?::TIMESTAMPTZ""", [as_of]).fetchone()
     meetings = con.execute("""
         SELECT count(*) FROM meetings WHERE coalesce(starts_at, timezone(
@@ -256,7 +256,7 @@ def _monthly_volume(con: Connection, start: dt.datetime, as_of: dt.datetime
                count(*) FILTER (WHERE direction = 'sent'),
                count(*) FILTER (WHERE direction = 'received'),
                count(*) FILTER (WHERE direction = 'met')
-        FROM interactions WHERE ts > ?::TIMESTAMPTZ AND ts <= ?::TIMESTAMPTZ
+        FROM report_interactions WHERE ts > ?::TIMESTAMPTZ AND ts <= ?::TIMESTAMPTZ
         GROUP BY 1 ORDER BY 1""", [start, as_of]).fetchall()
     return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
@@ -305,6 +305,11 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
     if recent:
         recent_start = end_of_day(recent_from - dt.timedelta(days=1), tz)
 
+    # One snapshot of the interactions view: every query below reads it, not the view.
+    # Only the columns the report reads; thread ids hashed (they are only compared).
+    con.execute("CREATE OR REPLACE TEMP TABLE report_interactions AS "
+                "SELECT ts, person_id, email, channel, direction, hash(thread_id) AS thread_id, "
+                "starts_thread, is_reply FROM interactions WHERE ts <= ?::TIMESTAMPTZ", [end])
     ties = _ties(con, end)
     threads = _threads(con, start, end)
     window = _window_counts(con, start, end)

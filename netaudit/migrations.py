@@ -133,21 +133,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             reason VARCHAR NOT NULL            -- new_address or merge
         )""",
         """CREATE TABLE settings (key VARCHAR NOT NULL, value VARCHAR)""",
-        # Threads: References names the root; a message with only In-Reply-To takes its
-        # parent's thread (one level, which covers clients that drop References).
+        # Threads: References names the root (RFC 5322 3.6.4), else the message replied to,
+        # else the message itself; Gmail's own thread id wins. No parent lookup: clients
+        # that drop References are rare, and a join here would cost more than the rest.
         """CREATE VIEW message_threads AS
-        WITH base AS (
-            SELECT message_key, sent_at, direction, in_reply_to,
-                   CASE WHEN thread_hint IS NOT NULL THEN thread_hint
-                        WHEN len(refs) > 0 THEN refs[1] END AS t0
-            FROM messages WHERE sent_at IS NOT NULL),
-        threaded AS (
-            SELECT b.message_key, b.sent_at, b.direction,
-                   coalesce(b.t0, p.t0, p.in_reply_to, b.in_reply_to, b.message_key)
-                       AS thread_id
-            FROM base b LEFT JOIN base p ON b.t0 IS NULL AND p.message_key = b.in_reply_to)
-        SELECT message_key, sent_at, direction, thread_id,
-               row_number() OVER w = 1 AS starts_thread,
+        WITH threaded AS (
+            SELECT message_key, sent_at, direction, source, automated_reason,
+                   recipient_count,
+                   coalesce(thread_hint, refs[1], in_reply_to, message_key) AS thread_id
+            FROM messages WHERE sent_at IS NOT NULL)
+        SELECT *, row_number() OVER w = 1 AS starts_thread,
                coalesce(lag(direction) OVER w <> direction, false) AS is_reply
         FROM threaded
         WINDOW w AS (PARTITION BY thread_id ORDER BY sent_at, message_key)""",
@@ -155,16 +150,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         WITH me AS (SELECT DISTINCT address FROM me_addresses),
         limits AS (SELECT coalesce(max(try_cast(value AS INTEGER)), 10) AS max_recipients
                    FROM settings WHERE key = 'max_recipients'),
+        people_in AS (  -- one row per message and address, whatever roles it appears in
+            SELECT DISTINCT message_key, address, role = 'from' AS is_from
+            FROM participants WHERE role IN ('from', 'to', 'cc', 'bcc')),
         mail AS (
-            SELECT DISTINCT t.message_key, t.sent_at AS ts, p.address, t.direction,
-                   t.thread_id, t.starts_thread, t.is_reply, m.source
-            FROM message_threads t
-            JOIN messages m USING (message_key)
-            JOIN participants p USING (message_key)
-            WHERE m.automated_reason IS NULL
-              AND m.recipient_count <= (SELECT max_recipients FROM limits)
-              AND ((t.direction = 'sent' AND p.role IN ('to', 'cc', 'bcc'))
-                   OR (t.direction = 'received' AND p.role = 'from'))),
+            SELECT t.sent_at AS ts, p.address, t.direction, t.thread_id, t.starts_thread,
+                   t.is_reply, t.source
+            FROM message_threads t JOIN people_in p USING (message_key)
+            WHERE t.automated_reason IS NULL
+              AND t.recipient_count <= (SELECT max_recipients FROM limits)
+              AND (t.direction = 'sent') <> p.is_from),
         events AS (
             SELECT ts, address, 'email' AS channel, direction, thread_id, starts_thread,
                    is_reply, source FROM mail
@@ -190,8 +185,9 @@ MIGRATIONS: tuple[Migration, ...] = (
                bool_or(is_automated AND is_primary) AS is_automated,
                min(first_seen) AS first_seen, max(last_seen) AS last_seen
         FROM identities GROUP BY person_id""",
-        """CREATE MACRO tie_metrics(as_of) AS TABLE
-        WITH i AS (SELECT * FROM interactions WHERE ts <= as_of),
+        # src: the relation to read, so a report can pass a snapshot it already filtered
+        """CREATE MACRO tie_metrics(as_of, src := 'interactions') AS TABLE
+        WITH i AS (SELECT * FROM query_table(src) WHERE ts <= as_of),
         agg AS (
             SELECT person_id, min(ts) AS first_contact, max(ts) AS last_contact,
                 count(*) FILTER (WHERE channel = 'email' AND direction = 'sent') AS emails_sent,
