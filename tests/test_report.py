@@ -217,3 +217,19 @@ def test_enron_gives_a_report(run: Run, tmp_path: Path) -> None:
     assert doc["summary"]["people"] > 100
     text = run("--config", str(cfg), "report", "--as-of", "2002-01-31", check=True).stdout
     assert "netaudit report, 2002-01-31" in text
+
+
+def test_documented_example_queries_run(planted: tuple[Path, Path], run: Run) -> None:
+    """docs/schema.md's example queries work read-only on a real database."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text()
+    block = text.split("### Example queries", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    queries = [q.strip() for q in block.split(";") if q.strip()]
+    assert len(queries) == 5
+    cfg, _ = planted
+    results = []
+    for query in queries:
+        proc = run("--config", str(cfg), "sql", "--format", "json", "--", query)
+        assert proc.returncode == 0, (query, proc.stderr)
+        results.append(json.loads(proc.stdout))
+    assert any(r["email"] == scenario.STEADY[0] for r in results[0])
+    assert [r["previous"] for r in results[4]] == [scenario.MOVED_OLD[0]]
