@@ -37,6 +37,14 @@ def sync_local(cfg: Config, source: Source, me: frozenset[str]) -> str:
 def sync_one(cfg: Config, source: Source, me: frozenset[str]) -> str:
     if source.kind in ("maildir", "mbox"):
         return sync_local(cfg, source, me)
+    if source.kind == "imap":
+        from ingest.imap import sync_imap  # imapclient is loaded only when an account syncs
+
+        return sync_imap(cfg, source, me)
+    if source.kind == "calendar":
+        from ingest.calendars import sync_calendar
+
+        return sync_calendar(cfg, source, me)
     raise SourceError(f"{source.kind} sources are not supported by this version yet")
 
 
