@@ -36,7 +36,7 @@ SELECT i,
        hash(i * 13) % 2 = 0 AS mine,
        hash(i * 17) % 3 = 0 AS answer,
        hash(i * 19) % 10 = 0 AS bulk
-FROM range({n}) t(i);
+FROM range({n} * 10 // 9) t(i);  -- a tenth is bulk mail, not an interaction
 INSERT INTO messages (message_key, message_id, source, location, sent_at, date_source, from_addr,
                       from_name, direction, recipient_count, in_reply_to, refs, automated_reason,
                       is_dsn, size_bytes, ingested_at)

@@ -116,8 +116,13 @@ def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
                                   keep_subject=cfg.store_subjects)
     result = imported.mail
     with db.writer(cfg.database) as con:
+        con.execute("BEGIN TRANSACTION")
         record_source(con, "import", "import", summary=f"{result.seen:,} messages from "
                       f"{len(paths)} paths")
+        con.execute("INSERT INTO imported_paths (path) SELECT p FROM unnest(?::VARCHAR[]) t(p) "
+                    "WHERE p NOT IN (SELECT path FROM imported_paths)",
+                    [[str(p.resolve()) for p in paths]])
+        con.execute("COMMIT")
     _refresh_people(cfg)
     if result.seen or not imported.calendars:
         click.echo(f"Imported {result.seen:,} messages: {result.new:,} new, "
@@ -253,6 +258,25 @@ def demo(app: App, directory: Path | None, messages: int) -> None:
                "\"SELECT from_addr, count(*) FROM messages GROUP BY 1 ORDER BY 2 DESC LIMIT 10\"")
     if failed:
         raise SourceError(f"the sample source failed: {', '.join(failed)}")
+
+
+@cli.command()
+@click.option("--drop-missing", is_flag=True,
+              help="Rebuild even if some earlier imports are no longer on disk.")
+@pass_app
+def rebuild(app: App, drop_missing: bool) -> None:
+    """Re-create the database from your sources, keeping your decisions about people.
+
+    Every configured source and every earlier `netaudit import` path is read again into a
+    new file, which then replaces the old one (kept as a .bak-rebuild-* backup). Stop the
+    daemon first.
+    """
+    from ingest import rebuild as rebuild_mod
+
+    cfg = app.config
+    backup = rebuild_mod.rebuild(cfg, echo=click.echo, drop_missing=drop_missing)
+    _refresh_people(cfg)
+    click.echo(f"Rebuilt {cfg.database}; the previous file is {backup}")
 
 
 def _refresh_people(cfg: config.Config) -> None:
@@ -421,6 +445,12 @@ def main(argv: list[str] | None = None) -> None:
     except NetauditError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        damaged = db.damage(exc)
+        if damaged is None:
+            raise  # a bug: keep the traceback
+        click.echo(f"Error: {damaged}", err=True)
+        sys.exit(damaged.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 Connection = duckdb.DuckDBPyConnection
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
-_REBUILD_HINT = ("move it aside and run `netaudit sync` (and `netaudit import` for one-off "
-                 "imports) to re-create it from your sources")
+_REBUILD_HINT = "run `netaudit rebuild` to re-create it from your sources"
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -75,10 +74,30 @@ def _open(path: Path, read_only: bool, wait: float,
             delay = min(delay * 2, 0.5)
 
 
-def _open_error(path: Path, exc: Exception) -> DatabaseError:
+_DAMAGE = ("not a valid DuckDB database", "Corrupt", "corrupt", "checksum",
+           "attempted to read", "Could not read enough bytes", "block id", "Serialization Error")
+
+
+def damage(exc: BaseException, path: Path | None = None) -> DatabaseError | None:
+    """A DuckDB error that means the file is damaged, as the message a user can act on.
+
+    Damage can surface on the first query rather than on open (a truncated file reads fine
+    until a missing block is needed), so the CLI asks this of any DuckDB error it catches.
+    """
+    if not isinstance(exc, duckdb.Error):
+        return None
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if "not a valid DuckDB database" in text or "Corrupt" in text or "corrupt" in text:
-        return DatabaseError(f"the database {path} is damaged ({text}); {_REBUILD_HINT}")
+    if not isinstance(exc, duckdb.IOException) and not any(m in text for m in _DAMAGE):
+        return None
+    where = f" {path}" if path else ""
+    return DatabaseError(f"the database{where} is damaged ({text}); {_REBUILD_HINT}")
+
+
+def _open_error(path: Path, exc: Exception) -> DatabaseError:
+    damaged = damage(exc, path)
+    if damaged is not None:
+        return damaged
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return DatabaseError(f"cannot open the database {path}: {text}")
 
 

@@ -133,6 +133,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             reason VARCHAR NOT NULL            -- new_address or merge
         )""",
         """CREATE TABLE settings (key VARCHAR NOT NULL, value VARCHAR)""",
+        """CREATE TABLE imported_paths (        -- what `netaudit rebuild` imports again
+            path VARCHAR NOT NULL,
+            imported_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+        )""",
         # Threads: References names the root (RFC 5322 3.6.4), else the message replied to,
         # else the message itself; Gmail's own thread id wins. No parent lookup: clients
         # that drop References are rare, and a join here would cost more than the rest.

@@ -184,4 +184,4 @@ def test_missing_and_damaged_database(run: Run, tmp_path: Path) -> None:
     proc = run("--config", str(cfg), "status")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"Error: the database {path} is damaged")
-    assert "move it aside and run `netaudit sync`" in proc.stderr
+    assert "run `netaudit rebuild` to re-create it from your sources" in proc.stderr

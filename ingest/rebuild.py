@@ -1,0 +1,105 @@
+"""`netaudit rebuild`: a fresh database from the sources, which are the truth.
+
+Used when the file is damaged, or to apply new parsing rules to old mail. The user's own
+decisions (merges, ignores, forgets, their addresses) and the list of one-off imports are
+carried over; everything else is re-read from IMAP, calendars and files. The new file is
+built beside the old one and swapped in with a rename; the old one is kept as a backup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+from ingest import local, sources
+from netaudit import db
+from netaudit.config import Config
+from netaudit.errors import NetauditError, UsageError
+
+log = logging.getLogger(__name__)
+
+CARRIED = {  # table: columns carried into the new file
+    "person_decisions": "kind, address, other, decided_at",
+    "me_addresses": "address, origin, added_at",
+    "imported_paths": "path, imported_at",
+}
+
+
+def _carry(old: Path) -> dict[str, list[tuple]]:
+    """The user's decisions from the old file; an unreadable file gives none (and says so)."""
+    out: dict[str, list[tuple]] = {table: [] for table in CARRIED}
+    if not old.exists():
+        return out
+    try:
+        con = duckdb.connect(str(old), read_only=True)
+    except duckdb.Error as exc:
+        log.warning("cannot read %s (%s); your merges, ignores and forgets are not carried "
+                    "over", old, str(exc).splitlines()[0])
+        return out
+    try:
+        for table, columns in CARRIED.items():
+            with contextlib.suppress(duckdb.Error):  # an older schema without this table
+                out[table] = con.execute(f"SELECT {columns} FROM {table}").fetchall()
+    finally:
+        con.close()
+    return out
+
+
+def rebuild(cfg: Config, echo: Callable[[str], None], *, drop_missing: bool = False) -> Path:
+    """Build a new database from every configured source and import; returns the backup."""
+    target = cfg.database
+    carried = _carry(target)
+    paths = sorted({Path(row[0]) for row in carried["imported_paths"]})
+    missing = [p for p in paths if not p.exists()]
+    if missing and not drop_missing:
+        raise UsageError(f"{len(missing)} imported paths are gone (e.g. {missing[0]}); their "
+                         "mail would be lost. Restore them, or pass --drop-missing")
+    fresh = target.with_name(target.name + ".rebuild")
+    for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    with db.writer(fresh) as con:
+        con.execute("BEGIN TRANSACTION")
+        for table, columns in CARRIED.items():
+            names = [c.strip() for c in columns.split(",")]
+            with con.appender(table, columns=names) as app:
+                app.append_rows(carried[table])
+        con.execute("COMMIT")
+    new_cfg = dataclasses.replace(cfg, database=fresh)
+    failed = sources.sync_all(new_cfg, new_cfg.sources, echo=echo) if cfg.sources else []
+    if failed:
+        fresh.unlink(missing_ok=True)
+        raise NetauditError(f"rebuild stopped: {', '.join(failed)} failed; the old database "
+                            "is untouched")
+    kept = [p for p in paths if p.exists()]
+    if kept:
+        me = local.prepare_me(fresh, cfg.me, ())
+        imported = local.import_paths(fresh, "import", kept, me=me,
+                                      keep_subject=cfg.store_subjects, label="imports")
+        if imported.calendars:
+            from ingest import calendars
+
+            calendars.import_files(new_cfg, imported.calendars, me)
+        echo(f"imports: {imported.mail.seen:,} messages from {len(kept)} paths")
+    with db.writer(fresh) as con:
+        con.execute("CHECKPOINT")
+    return swap(fresh, target)
+
+
+def swap(fresh: Path, target: Path) -> Path:
+    """Put ``fresh`` in place of ``target``; the old file (and its WAL) becomes a backup."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    backup = target.with_name(f"{target.name}.bak-rebuild-{stamp}")
+    old_wal = target.with_name(target.name + ".wal")
+    if target.exists():
+        os.replace(target, backup)
+    if old_wal.exists():  # a WAL must never meet a file it was not written for
+        os.replace(old_wal, backup.with_name(backup.name + ".wal"))
+    os.replace(fresh, target)
+    return backup
