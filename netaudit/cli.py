@@ -446,11 +446,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:
-        damaged = db.damage(exc)
-        if damaged is None:
+        explained = db.explain(exc)
+        if explained is None:
             raise  # a bug: keep the traceback
-        click.echo(f"Error: {damaged}", err=True)
-        sys.exit(damaged.exit_code)
+        click.echo(f"Error: {explained}", err=True)
+        sys.exit(explained.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -78,15 +78,24 @@ _DAMAGE = ("not a valid DuckDB database", "Corrupt", "corrupt", "checksum",
            "attempted to read", "Could not read enough bytes", "block id", "Serialization Error")
 
 
-def damage(exc: BaseException, path: Path | None = None) -> DatabaseError | None:
-    """A DuckDB error that means the file is damaged, as the message a user can act on.
+_FULL = ("No space left on device", "File too large", "Disk quota exceeded")
 
-    Damage can surface on the first query rather than on open (a truncated file reads fine
-    until a missing block is needed), so the CLI asks this of any DuckDB error it catches.
+
+def explain(exc: BaseException, path: Path | None = None) -> DatabaseError | None:
+    """A DuckDB error that is about the file, not a bug, as a message a user can act on.
+
+    A full disk fails the commit (the transaction is rolled back, so the batch is simply not
+    stored). Damage can surface on the first query rather than on open (a truncated file
+    reads fine until a missing block is needed). The CLI asks this of any error it catches.
     """
     if not isinstance(exc, duckdb.Error):
         return None
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if any(m in text for m in _FULL):
+        reason = next(m for m in _FULL if m in text)
+        return DatabaseError(f"cannot write the database: the disk is full ({reason}); "
+                             "nothing from the failed batch was stored. Free some space and "
+                             "run the command again")
     if not isinstance(exc, duckdb.IOException) and not any(m in text for m in _DAMAGE):
         return None
     where = f" {path}" if path else ""
@@ -94,9 +103,9 @@ def damage(exc: BaseException, path: Path | None = None) -> DatabaseError | None
 
 
 def _open_error(path: Path, exc: Exception) -> DatabaseError:
-    damaged = damage(exc, path)
-    if damaged is not None:
-        return damaged
+    explained = explain(exc, path)
+    if explained is not None:
+        return explained
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return DatabaseError(f"cannot open the database {path}: {text}")
 
