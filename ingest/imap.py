@@ -340,7 +340,7 @@ class AccountSync:
         span = opts.chunk_uids
         batch = Batch(last_uid=last)
         label = f"{self.source.name}/{folder.name}"
-        with progress.track(label, top - last) as advance:
+        with progress.track(label, top - last, unit="UIDs") as advance:
             start = last + 1
             while start <= top:
                 failures = self.failures.get((folder.name, start), 0)

@@ -11,20 +11,30 @@ Advance = Callable[[int, int], None]  # (bytes, messages)
 
 
 @contextlib.contextmanager
-def track(label: str, total_bytes: int | None, *, every: float = 5.0) -> Iterator[Advance]:
-    """Yield a callback that advances by bytes read and messages handled."""
+def track(label: str, total_bytes: int | None, *, every: float = 5.0,
+          unit: str = "bytes") -> Iterator[Advance]:
+    """Yield a callback that advances by work done (bytes read, or ``unit`` items such as
+    IMAP UIDs) and messages handled."""
     if sys.stderr.isatty():
         from rich.progress import (
             BarColumn,
             Progress,
+            ProgressColumn,
+            Task,
             TaskProgressColumn,
             TextColumn,
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
+        from rich.text import Text
 
+        class Rate(ProgressColumn):
+            def render(self, task: Task) -> Text:
+                return Text(f"{task.speed or 0:,.0f} {unit}/s")
+
+        speed = TransferSpeedColumn() if unit == "bytes" else Rate()
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-                      TextColumn("{task.fields[messages]:,} messages"), TransferSpeedColumn(),
+                      TextColumn("{task.fields[messages]:,} messages"), speed,
                       TimeRemainingColumn(), transient=True) as bar:
             task = bar.add_task(label, total=total_bytes or None, messages=0)
             count = 0
