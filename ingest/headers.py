@@ -253,7 +253,7 @@ def parse_address_list(values: Iterable[str], limit: int = MAX_RECIPIENTS_PARSED
                 pairs = getaddresses([value])
             except Exception:  # the stdlib parser has raised many kinds here
                 pairs = []
-        found = []
+        found: list[tuple[str, str | None]] = []
         for name, addr in pairs:
             norm = normalize_address(addr)
             if norm:
@@ -265,10 +265,10 @@ def parse_address_list(values: Iterable[str], limit: int = MAX_RECIPIENTS_PARSED
             fallback = True
             found = [(a, None) for a in
                      filter(None, (normalize_address(m) for m in _ADDR_FALLBACK.findall(value)))]
-        for addr, name in found:
+        for addr, display in found:
             if addr not in seen and len(out) < limit:
                 seen.add(addr)
-                out.append((addr, name))
+                out.append((addr, display))
     return out, fallback
 
 

@@ -101,7 +101,8 @@ def delivery_status_part(raw: bytes) -> bytes | None:
                 continue
             payload = part.get_payload()
             if isinstance(payload, list):
-                return b"\n".join(block.as_bytes() for block in payload)
+                return b"\n".join(block.as_bytes() for block in payload
+                                   if not isinstance(block, str))
             if isinstance(payload, str):
                 return payload.encode("utf-8", "surrogateescape")
     except Exception:  # a hostile bounce: no rows, the message itself is kept

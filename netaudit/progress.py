@@ -39,12 +39,12 @@ def track(label: str, total_bytes: int | None, *, every: float = 5.0,
             task = bar.add_task(label, total=total_bytes or None, messages=0)
             count = 0
 
-            def advance(nbytes: int, messages: int) -> None:
+            def advance_bar(nbytes: int, messages: int) -> None:
                 nonlocal count
                 count += messages
                 bar.update(task, advance=nbytes, messages=count)
 
-            yield advance
+            yield advance_bar
         return
 
     started = last = time.monotonic()
