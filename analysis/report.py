@@ -18,7 +18,7 @@ Definitions (DESIGN.md "Definitions"; thresholds from ``[analysis]`` in the conf
   threads, without being one-sided (they do answer, I carry the effort);
 * email-only: close ties (the 50 strongest) you met before the last year but not in it, and
   only emailed this year: contact that has become email-only;
-* new ties and introductions: in the recent period (the month with ``--month``, else 90 days).
+* new ties and introductions: in the recent period (the month with ``--month``, else 30 days).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from netaudit.db import Connection
 
 REPORT_VERSION = 1
-RECENT_DAYS = 90
+RECENT_DAYS = 30  # a monthly habit: what is new since last time
 HALF_LIFE_DAYS = 180.0
 LAYERS = (5, 15, 50, 150)
 DRAIN_MIN_MESSAGES = 6
@@ -291,7 +291,7 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
           max_recipients: int = 10, recent: tuple[dt.date, dt.date] | None = None) -> Report:
     """The report as of the end of ``as_of`` in zone ``tz``.
 
-    ``recent`` is the period for new ties and introductions (default: the 90 days up to
+    ``recent`` is the period for new ties and introductions (default: the 30 days up to
     ``as_of``). The connection may be read-only.
     """
     t = {**DEFAULTS, **(analysis or {})}
