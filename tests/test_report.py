@@ -233,3 +233,32 @@ def test_documented_example_queries_run(planted: tuple[Path, Path], run: Run) ->
         results.append(json.loads(proc.stdout))
     assert any(r["email"] == scenario.STEADY[0] for r in results[0])
     assert [r["previous"] for r in results[4]] == [scenario.MOVED_OLD[0]]
+
+
+def test_new_ties_and_introductions(tmp_path: Path, run: Run) -> None:
+    """Nina is new this month; then I write to Sam and Nina together, who never shared a
+    thread: an introduction. Sam and Quinn did share one, so writing to both is not."""
+    import datetime as dt
+
+    box = scenario.Mailbox(tmp_path / "Maildir")
+    for i, when in enumerate(scenario.days(dt.date(2025, 6, 1), dt.date(2026, 6, 25), 14)):
+        box.exchange(scenario.STEADY, when, i_start=i % 2 == 0)
+    nina = ("nina@new.example", "Nina New")
+    for i, when in enumerate(scenario.days(dt.date(2026, 6, 12), dt.date(2026, 6, 26), 7)):
+        box.exchange(nina, when, i_start=i % 2 == 0)
+    me = (scenario.ME, scenario.ME_NAME)
+    box.write(sender=me, to=[scenario.STEADY, scenario.QUIET],
+              when=dt.datetime(2026, 5, 1, 9, tzinfo=dt.UTC), subject="Both of you")
+    box.write(sender=me, to=[scenario.STEADY, nina],
+              when=dt.datetime(2026, 6, 27, 9, tzinfo=dt.UTC), subject="Meet Nina")
+    box.write(sender=me, to=[scenario.STEADY, scenario.QUIET],
+              when=dt.datetime(2026, 6, 28, 9, tzinfo=dt.UTC), subject="Again, both")
+    cfg = write_config(tmp_path / "c.toml", f'[netaudit]\ndatabase = "{tmp_path}/n.duckdb"\n'
+                       f'me = ["{scenario.ME}"]\ntimezone = "UTC"\n')
+    run("--config", str(cfg), "import", str(box.root), check=True)
+    doc = json.loads(run("--config", str(cfg), "report", "--as-of", "2026-06-30",
+                         "--format", "json", check=True).stdout)
+    assert [e["email"] for e in doc["connect"]["new_ties"]] == [nina[0]]
+    assert doc["connect"]["new_ties"][0]["first_contact"] == "2026-06-12"
+    assert doc["connect"]["introductions"] == [
+        {"date": "2026-06-27", "between": [nina[0], scenario.STEADY[0]]}]
