@@ -32,6 +32,10 @@ def setup(verbosity: int = 0) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The HTTP client logs each request's URL, and feed URLs carry their token: keep those
+    # loggers quiet even at -vv (netaudit logs feeds itself, redacted).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # Library warnings (icalendar guessing a zone...) are detail: shown with -v only.
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.WARNING if verbosity else logging.ERROR)
