@@ -14,7 +14,6 @@ STARTTLS) will not get better by retrying and fails the account at once.
 from __future__ import annotations
 
 import imaplib
-import ipaddress
 import logging
 import random
 import re
@@ -28,13 +27,12 @@ from imapclient.exceptions import CapabilityError, LoginError
 
 from ingest.imap_parse import is_throttled, suggested_backoff
 from ingest.secrets import Secret
-from netaudit.config import Source
+from netaudit.config import Source, is_loopback
 from netaudit.errors import SourceError
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 15.0
-_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 _RESPONSE_CODE = re.compile(r"^\s*\[[^\]]*\]\s*")
 _BYTES_REPR = re.compile(r"""\[?b(['"])(.*?)\1\]?""")
 
@@ -88,15 +86,6 @@ def ssl_context(ca_file: str | None) -> ssl.SSLContext:
             raise SourceError(f"ca_file {ca_file} is not a usable PEM certificate file: "
                               f"{getattr(exc, 'reason', None) or exc}") from None
     return context
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def server_text(exc: BaseException) -> str:

@@ -342,7 +342,8 @@ def _check_table(section: Section, table: Any, label: str, file: str) -> dict[st
     return out
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Loopback by name or address: where plaintext IMAP and http:// feeds are allowed."""
     if host.lower() in LOOPBACK_NAMES:
         return True
     try:
@@ -354,7 +355,7 @@ def _is_loopback(host: str) -> bool:
 def _check_source(kind: str, s: dict[str, Any], label: str, file: str) -> None:
     """Rules that tie several keys of one source together."""
     if kind == "imap":
-        if s["security"] == "plain" and not _is_loopback(s["host"]):
+        if s["security"] == "plain" and not is_loopback(s["host"]):
             raise ConfigError(file, f"{label}.security",
                               f"plain is allowed only towards loopback hosts, not {s['host']!r}; "
                               "use tls or starttls")
@@ -385,7 +386,7 @@ def _check_source(kind: str, s: dict[str, Any], label: str, file: str) -> None:
             raise ConfigError(file, f"{label}.url", "expected exactly one of url or path")
         if s["url"] and s["url"].lower().startswith("webcal://"):
             s["url"] = "https://" + s["url"][len("webcal://"):]
-        if s["url"] and s["url"].lower().startswith("http://") and not _is_loopback(
+        if s["url"] and s["url"].lower().startswith("http://") and not is_loopback(
                 urlsplit(s["url"]).hostname or ""):
             raise ConfigError(file, f"{label}.url", "http:// would send the feed's token in "
                               "clear; use https:// (http:// is allowed only to loopback hosts)")
