@@ -111,8 +111,15 @@ def store_calendars(con: Connection, calendar: str, items: list[tuple[str, Calen
     if not usable:
         return 0, len(quarantined)  # only broken copies: keep everything stored
     _stage(con)
+    with con.appender("stage_keep") as app:
+        app.append_rows((origin, uid) for origin, p in usable for uid in p.failed_uids)
+    # A failed UID keeps what is stored for it; one with nothing stored yet gets what this
+    # parse could read (a capped series: its first occurrences), rather than nothing.
+    held = set(con.execute("SELECT k.origin, k.uid FROM stage_keep k SEMI JOIN meetings m "
+                           "ON m.calendar = ? AND m.origin = k.origin AND m.uid = k.uid",
+                           [calendar]).fetchall())
     fresh = [(origin, o) for origin, p in usable for o in p.occurrences
-             if o.uid not in p.failed_uids]
+             if o.uid not in p.failed_uids or (origin, o.uid) not in held]
     with con.appender("stage_meetings") as app:
         app.append_rows(
             (calendar, o.occurrence_key, o.uid, o.start, o.end, o.start_date, o.end_date,
@@ -125,8 +132,6 @@ def store_calendars(con: Connection, calendar: str, items: list[tuple[str, Calen
                         if not forgotten or forget_hash(c.address) not in forgotten)
     with con.appender("stage_replace") as app:  # read whole: what is gone from it is gone
         app.append_rows((origin,) for origin, p in usable if p.uids)
-    with con.appender("stage_keep") as app:
-        app.append_rows((origin, uid) for origin, p in usable for uid in p.failed_uids)
     with con.appender("stage_cancelled") as app:
         app.append_rows((key,) for _, p in usable for key in p.cancelled_keys)
     con.execute("""

@@ -58,7 +58,7 @@ class DsnRecipient:
 
 def _fields(text: str) -> list[tuple[str, str] | None]:
     """Unfolded (name, value) pairs in order; None marks a blank line."""
-    out: list[tuple[str, str] | None] = []
+    out: list[tuple[str, list[str]] | None] = []  # value pieces joined once, at the end
     for raw_line in text.split("\n"):
         line = raw_line.rstrip("\r")
         if not line.strip():
@@ -67,12 +67,12 @@ def _fields(text: str) -> list[tuple[str, str] | None]:
         if line[0] in " \t":
             last = out[-1] if out else None
             if last is not None:
-                out[-1] = (last[0], f"{last[1]} {line.strip()}")
+                last[1].append(line.strip())
             continue
         m = _FIELD.match(line)
         if m is not None:
-            out.append((m.group(1).lower(), m.group(2).strip()))
-    return out
+            out.append((m.group(1).lower(), [m.group(2).strip()]))
+    return [None if item is None else (item[0], " ".join(item[1])) for item in out]
 
 
 def _blocks(fields: list[tuple[str, str] | None]) -> tuple[dict[str, str], list[dict[str, str]]]:

@@ -18,12 +18,16 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.utils import getaddresses, parsedate_to_datetime
 
 MAX_HEADER_BYTES = 256 * 1024
 MAX_RECIPIENTS_PARSED = 2000
 MAX_REFERENCES = 200
+# Longest value decode_words reads: the stdlib's decode_header is quadratic in the number of
+# encoded words (list.pop(0) per part), ~1 s for one 256 KiB Subject of them.
+MAX_DECODED_CHARS = 8192
 
 # Roles kept as participants, in the order they are stored.
 ADDRESS_ROLES = ("from", "sender", "reply-to", "to", "cc", "bcc")
@@ -37,7 +41,8 @@ _ADDR_OK = re.compile(r"^[^@\s<>,;:\"]+@[^@\s<>,;:\"]+$")
 _ADDR_FALLBACK = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
 _MSGID = re.compile(r"<([^<>]+)>")
 _ENCODED_WORD = "=?"
-_DECODE_ERRORS = (LookupError, ValueError, UnicodeError, AssertionError, TypeError)
+_DECODE_ERRORS = (LookupError, ValueError, UnicodeError, AssertionError, TypeError,
+                  HeaderParseError)  # bad base64 in a B word: "=?utf-8?b?A===?="
 _ROLE_LOCAL = re.compile(
     r"^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|donotreply|notifications?|"
     r"notify|bounces?|bounce-[^@]*|auto-?confirm|automated|newsletters?|listserv|majordomo|"
@@ -207,6 +212,7 @@ def decode_words(value: str) -> str:
     """RFC 2047 encoded words to text; undecodable words are kept as they are."""
     if _ENCODED_WORD not in value:
         return " ".join(value.split())
+    value = value[:MAX_DECODED_CHARS]
     try:
         return " ".join(str(make_header(decode_header(value))).split())
     except _DECODE_ERRORS:
@@ -305,7 +311,9 @@ def _references(values: Sequence[str]) -> tuple[str, ...]:
     for value in values:
         refs.extend("".join(r.split()) for r in _MSGID.findall(value))
     refs = [r for r in dict.fromkeys(refs) if r]
-    return tuple(refs[-MAX_REFERENCES:])
+    if len(refs) > MAX_REFERENCES:  # keep the root (the thread id) and the nearest parents
+        refs = [refs[0], *refs[1 - MAX_REFERENCES:]]
+    return tuple(refs)
 
 
 def classify_automated(fields: _Fields, from_addr: str | None, subject: str | None
@@ -392,6 +400,8 @@ def parse_headers(
             addresses[role] = found
             if used_fallback:
                 problems.append(f"{role}: addresses recovered by pattern")
+            if len(found) >= MAX_RECIPIENTS_PARSED:
+                problems.append(f"{role}: only the first {MAX_RECIPIENTS_PARSED} addresses kept")
     from_list = addresses.get("from") or addresses.get("sender") or []
     from_addr, from_name = from_list[0] if from_list else (None, None)
     if "from" in fields.names and not addresses.get("from"):
@@ -422,6 +432,9 @@ def parse_headers(
                 date_source = source
                 break
 
+    references = _references(fields.all("references"))
+    if len(references) >= MAX_REFERENCES:
+        problems.append(f"references: only the first and the last {MAX_REFERENCES - 1} kept")
     subject_raw = fields.first("subject")
     subject = decode_words(subject_raw) if subject_raw else None
     reason, is_dsn = classify_automated(fields, from_addr, subject)
@@ -443,7 +456,7 @@ def parse_headers(
         participants=participants,
         recipient_count=len(recipients),
         in_reply_to=_msgid(fields.first("in-reply-to")),
-        references=_references(fields.all("references")),
+        references=references,
         subject=subject if keep_subject else None,
         automated_reason=reason,
         is_dsn=is_dsn,
