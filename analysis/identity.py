@@ -9,7 +9,7 @@ written to ``identities`` and ``identity_links``, which the public views read. R
 * a person who moves to another domain stays one person: two addresses with the same
   display name (two words or more, not a role like "Customer Support") at different domains,
   where the old one goes silent about when the new one starts (DESIGN.md "Changed"); never
-  two addresses that wrote in the same thread (two people who share a name);
+  two addresses that wrote in the same thread at the same time (two people sharing a name);
 * an address counts as automated when most mail it sent was automated.
 """
 
@@ -106,7 +106,11 @@ def _facts(con: Connection) -> dict[str, Address]:
 
 
 def _shared_threads(con: Connection, addresses: Iterable[str]) -> set[frozenset[str]]:
-    """Pairs of the given addresses that appear in one thread: two people, not one."""
+    """Pairs of the given addresses that wrote in one thread at the same time: two people.
+
+    A person who moved may carry on an old thread from the new address; then the old address
+    is done in that thread before the new one starts, and that is not a conflict.
+    """
     wanted = sorted(set(addresses))
     if not wanted:
         return set()
@@ -115,11 +119,13 @@ def _shared_threads(con: Connection, addresses: Iterable[str]) -> set[frozenset[
         app.append_rows((a,) for a in wanted)
     rows = con.execute("""
         WITH t AS (
-            SELECT DISTINCT mt.thread_id, p.address
+            SELECT mt.thread_id, p.address, min(mt.sent_at) AS first, max(mt.sent_at) AS last
             FROM message_threads mt JOIN participants p USING (message_key)
-            WHERE p.address IN (SELECT address FROM wanted_addresses))
-        SELECT a.address, b.address FROM t a JOIN t b
-          ON a.thread_id = b.thread_id AND a.address < b.address""").fetchall()
+            WHERE p.address IN (SELECT address FROM wanted_addresses)
+            GROUP BY ALL)
+        SELECT DISTINCT a.address, b.address FROM t a JOIN t b
+          ON a.thread_id = b.thread_id AND a.address < b.address
+         AND a.first < b.last AND b.first < a.last""").fetchall()
     return {frozenset(r) for r in rows}
 
 

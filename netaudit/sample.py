@@ -122,7 +122,9 @@ def messages(count: int, *, seed: int = 1, me: str = "robin@example.org",
                        *headers]
             if rng.random() < 0.2:
                 other = rng.choice(people)
-                headers.append(f'Cc: "{other.name}" <{other.address}>')
+                cc = other.moved_to if other.moved_to and when > start + dt.timedelta(
+                    days=days / 2) else other.address
+                headers.append(f'Cc: "{other.name}" <{cc}>')
         else:
             sender_addr, sender_name, list_id = rng.choice(LISTS)
             domain = sender_addr.split("@")[1]
