@@ -430,6 +430,113 @@ def people_forget(app: App, address: str) -> None:
     click.echo(f"Deleted {total:,} rows about {address}; it will not be stored again.")
 
 
+@cli.command()
+@click.option("--poll-seconds", type=click.IntRange(min=10), default=300, show_default=True,
+              help="How often every IMAP folder is checked (INBOX is also watched with IDLE).")
+@click.option("--rescan-seconds", type=click.IntRange(min=10), default=600, show_default=True,
+              help="How often Maildir, mbox and calendar paths are rescanned in full, in case "
+                   "a file event was missed (they are watched in between).")
+@pass_app
+def daemon(app: App, poll_seconds: int, rescan_seconds: int) -> None:
+    """Keep the database current until stopped: IMAP IDLE, polling and file watching.
+
+    Syncs every source once, then stays: new mail in INBOX arrives through IMAP IDLE within
+    seconds, the other folders are checked every --poll-seconds, calendar feeds every
+    max(poll_minutes, 15) minutes, and Maildir, mbox and .ics paths are watched. The
+    database is opened for writing only while a batch is committed, so `netaudit report`,
+    `netaudit sql` and `duckdb -readonly` work at any time.
+
+    Meant to run as the systemd user service that `netaudit service install` sets up
+    (Type=notify, watchdog). SIGTERM stops it cleanly; SIGHUP reloads the config (a broken
+    one is logged and the running one kept).
+    """
+    from ingest import daemon as daemon_mod
+
+    root = logging.getLogger()
+    if root.level > logging.INFO:
+        root.setLevel(logging.INFO)  # a daemon's log is its only voice
+    cfg = app.config
+    code = daemon_mod.run(cfg, lambda: config.load(app.config_path, warn=log.warning),
+                          _refresh_people, folders_seconds=poll_seconds,
+                          rescan_seconds=rescan_seconds)
+    if code:
+        raise NetauditError("the daemon stopped after an internal error (see the log above)")
+
+
+@cli.group()
+def service() -> None:
+    """The systemd user service: install it, and the monthly report job it runs."""
+
+
+@service.command("install")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the units (default: $XDG_CONFIG_HOME/systemd/user).")
+@click.option("--dry-run", "--print", "dry_run", is_flag=True,
+              help="Print the units instead of writing them.")
+@pass_app
+def service_install(app: App, directory: Path | None, dry_run: bool) -> None:
+    """Write netaudit.service and the monthly report timer for this installation.
+
+    ExecStart runs this Python with -m netaudit (and --config, when one was given), so the
+    units keep working whatever PATH the user manager has. Prints the systemctl commands
+    that enable them, and warns when lingering is off (the daemon would stop at logout).
+    """
+    from netaudit import service as service_mod
+
+    _ = app.config  # a broken config fails here, not later in the journal
+    units = service_mod.render_all(service_mod.netaudit_command(app.config_path))
+    target = directory or service_mod.user_unit_dir()
+    if dry_run:
+        for name, text in units.items():
+            click.echo(f"# {target / name}\n{text}")
+    else:
+        for path in service_mod.write_units(units, target):
+            click.echo(f"Wrote {path}")
+    click.echo("\nEnable them with:")
+    for command in service_mod.ENABLE_COMMANDS:
+        click.echo(f"  {command}")
+    linger = service_mod.check_linger()
+    if linger.enabled is None:
+        click.echo(f"\nCould not check lingering: {linger.detail.rstrip('.')}. Without it the "
+                   "daemon stops when you log out; enable it with: loginctl enable-linger",
+                   err=True)
+    elif not linger.enabled:
+        click.echo(f"\nWarning: lingering is off for {linger.detail}, so the daemon stops "
+                   f"when you log out. Keep it running with: loginctl enable-linger "
+                   f"{linger.detail}", err=True)
+
+
+@service.command("report-month")
+@click.option("--month", metavar="YYYY-MM", help="The month (default: the previous one).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Default: $XDG_DATA_HOME/netaudit/reports.")
+@pass_app
+def service_report_month(app: App, month: str | None, output_dir: Path | None) -> None:
+    """Write the month's HTML report to reports/YYYY-MM.html (what the timer runs).
+
+    Idempotent: running it again for the same month rewrites the same file, atomically
+    (a temporary file renamed over it), mode 0600 in a 0700 directory.
+    """
+    from analysis import render_html
+    from analysis import report as report_mod
+    from netaudit import paths
+    from netaudit import service as service_mod
+
+    cfg = app.config
+    month = month or service_mod.previous_month(_today(cfg.timezone))
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+        raise UsageError(f"--month {month!r} is not a month (YYYY-MM)")
+    out_dir = output_dir or service_mod.reports_dir()
+    paths.ensure_private_dir(out_dir)
+    out_dir.chmod(0o700)
+    with db.reader(cfg.database) as con:
+        built = report_mod.build_month(con, month, tz=cfg.timezone, analysis=cfg.analysis,
+                                       max_recipients=cfg.filters["max_recipients"])
+    target = out_dir / f"{month}.html"
+    _write_private(target, render_html.to_html(built))
+    click.echo(f"Wrote {target}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; the one place that turns errors into a message and an exit code."""
     try:

@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
@@ -110,10 +111,42 @@ def _open_error(path: Path, exc: Exception) -> DatabaseError:
     return DatabaseError(f"cannot open the database {path}: {text}")
 
 
+class WriteGate(Protocol):
+    """Something that serializes a process's writers (the daemon's, ingest/writegate.py)."""
+
+    def writer(self, path: Path, *, wait: float | None = None,
+               on_wait: Callable[[str], None] | None = None
+               ) -> contextlib.AbstractContextManager[Connection]: ...
+
+
+_gate: WriteGate | None = None
+
+
+def set_write_gate(gate: WriteGate | None) -> None:
+    """Route every ``writer`` call of this process through ``gate`` (None: directly)."""
+    global _gate
+    _gate = gate
+
+
 @contextlib.contextmanager
 def writer(path: Path, *, wait: float = 60.0,
            on_wait: Callable[[str], None] | None = None) -> Iterator[Connection]:
     """The one way to write: open for a batch, migrate if needed, close right after.
+
+    Goes through the process's write gate when one is set (the daemon's many threads).
+    """
+    if _gate is not None:
+        with _gate.writer(path, wait=wait, on_wait=on_wait) as con:
+            yield con
+    else:
+        with open_writer(path, wait=wait, on_wait=on_wait) as con:
+            yield con
+
+
+@contextlib.contextmanager
+def open_writer(path: Path, *, wait: float = 60.0,
+                on_wait: Callable[[str], None] | None = None) -> Iterator[Connection]:
+    """Open the file for writing, bypassing any gate (the gate itself calls this).
 
     The file and its WAL are created private (mode 0600) whatever the caller's umask.
     """
