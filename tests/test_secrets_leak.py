@@ -1,6 +1,6 @@
 """Secrets stay secret: a password, an OAuth token and a feed token, through a good sync, a
-failing login, a refused OAuth login and a failing feed, never reach stdout, stderr, the log,
-the process arguments or any byte of the database."""
+failing login, a refused OAuth login, a failing feed and a daemon start-up, never reach
+stdout, stderr, the log, the process arguments or any byte of the database."""
 
 from __future__ import annotations
 
@@ -46,13 +46,19 @@ def secret_file(path: Path, secret: str) -> Path:
     return path
 
 
-def run_watching_argv(args: list[str], env: dict[str, str] | None = None
+def run_watching_argv(args: list[str], env: dict[str, str] | None = None,
+                      stop_after: float | None = None
                       ) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """Run the CLI, reading /proc/PID/cmdline of it and its children while it runs."""
+    """Run the CLI, reading /proc/PID/cmdline of it and its children while it runs; a
+    long-running command is sent SIGTERM after ``stop_after`` seconds."""
     proc = subprocess.Popen([sys.executable, "-m", "netaudit", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     seen: set[str] = set()
+    started = time.monotonic()
     while proc.poll() is None:
+        if stop_after is not None and time.monotonic() - started > stop_after:
+            proc.terminate()
+            stop_after = None
         for pid in [proc.pid, *_children(proc.pid)]:
             with contextlib.suppress(OSError):
                 seen.add(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
@@ -107,9 +113,14 @@ url = "{failing_feed}"
     assert "good: " in proc.stdout and "good: failed" not in proc.stdout
     for name in ("wrong", "oauth", "feed"):
         assert f"{name}: failed" in proc.stdout
+    daemon, daemon_argv = run_watching_argv(["-vv", "--config", str(cfg), "daemon"],
+                                            stop_after=8)
+    assert daemon.returncode == 0, daemon.stderr[-2000:]
+    assert "wrong" in daemon.stderr  # it did try (and fail) to log in
     secrets = [imap_account.password, WRONG_PASSWORD, OAUTH_TOKEN, FEED_TOKEN]
     haystacks = {"stdout": proc.stdout, "stderr (the log, at -vv)": proc.stderr,
-                 "argv": "\n".join(argv)}
+                 "argv": "\n".join(argv | daemon_argv), "daemon stdout": daemon.stdout,
+                 "daemon log": daemon.stderr}
     for path in tmp_path.glob("n.duckdb*"):
         haystacks[path.name] = path.read_bytes().decode("latin-1")
     assert len(argv) >= 1
