@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ingest.ics_parse import CalendarParse, parse_calendar
-from ingest.store import Quarantined, forgotten_hashes
+from ingest.store import Quarantined, forgotten_hashes, write_quarantine
 from netaudit import __version__, db
 from netaudit.config import Config, Source
 from netaudit.db import Connection
@@ -106,7 +106,7 @@ def store_calendars(con: Connection, calendar: str, items: list[tuple[str, Calen
     """
     quarantined = [Quarantined(f"{origin} ({p.location})", p.reason)
                    for origin, parse in items for p in parse.problems]
-    _write_quarantine(con, calendar, quarantined)
+    write_quarantine(con, calendar, quarantined)
     usable = [(o, p) for o, p in items if p.uids or p.cancelled_keys or not p.problems]
     if not usable:
         return 0, len(quarantined)  # only broken copies: keep everything stored
@@ -157,17 +157,6 @@ def forget_origin(con: Connection, calendar: str, origin: str) -> None:
     """A vdir file was deleted: its events are gone from the calendar."""
     con.execute("DELETE FROM meetings WHERE calendar = ? AND origin = ?", [calendar, origin])
     _drop_orphan_attendees(con, calendar)
-
-
-def _write_quarantine(con: Connection, source: str, items: list[Quarantined]) -> None:
-    if not items:
-        return
-    con.execute("CREATE OR REPLACE TEMP TABLE stage_q AS SELECT * FROM quarantine LIMIT 0")
-    now = dt.datetime.now(dt.UTC)
-    with con.appender("stage_q") as app:
-        app.append_rows((source, q.location, q.reason, now) for q in items)
-    con.execute("INSERT INTO quarantine SELECT DISTINCT s.* FROM stage_q s ANTI JOIN quarantine "
-                "q ON q.source = s.source AND q.location = s.location AND q.reason = s.reason")
 
 
 def _get_state(con: Connection, source: str, scope: str) -> tuple[str | None, ...] | None:
@@ -228,7 +217,7 @@ def sync_files(db_path: Path, cfg: Config, calendar: str, root: Path | list[Path
         parsed = [(scope, p) for scope, _, p in pending if not isinstance(p, str)]
         with db.writer(db_path) as con:
             con.execute("BEGIN TRANSACTION")
-            _write_quarantine(con, calendar, too_big)
+            write_quarantine(con, calendar, too_big)
             stored, problems = store_calendars(con, calendar, parsed,
                                                keep_summary=cfg.store_subjects)
             for scope, fingerprint, _ in pending:

@@ -51,8 +51,6 @@ def _stage(con: Connection) -> None:
                 f"{', '.join(MESSAGE_COLUMNS)} FROM messages LIMIT 0")
     con.execute("CREATE OR REPLACE TEMP TABLE stage_participants AS SELECT 0::INTEGER AS seq, "
                 f"{', '.join(PARTICIPANT_COLUMNS)} FROM participants LIMIT 0")
-    con.execute("CREATE OR REPLACE TEMP TABLE stage_quarantine AS "
-                "SELECT * FROM quarantine LIMIT 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +90,6 @@ def write_mail_batch(con: Connection, source: str,
         app.append_rows(
             (seq, r.message_key, p.role, p.position, p.address, p.name)
             for seq, (_, r) in enumerate(records) for p in r.participants)
-    with con.appender("stage_quarantine") as app:
-        app.append_rows((source, q.location, q.reason, now) for q in quarantined)
-
     # One row per new key: the first staged copy of a key not stored yet.
     con.execute("""
         CREATE OR REPLACE TEMP TABLE stage_chosen AS
@@ -113,12 +108,24 @@ def write_mail_batch(con: Connection, source: str,
     new = int(row[0]) if row else 0
     if bounces:
         write_bounces(con, bounces)
+    write_quarantine(con, source, quarantined)
+    return BatchResult(new=new, duplicates=total - new, quarantined=len(quarantined))
+
+
+def write_quarantine(con: Connection, source: str, items: Sequence[Quarantined]) -> None:
+    """Record inputs that could not be used, once per (source, location, reason)."""
+    if not items:
+        return
+    con.execute("CREATE OR REPLACE TEMP TABLE stage_quarantine AS "
+                "SELECT * FROM quarantine LIMIT 0")
+    now = dt.datetime.now(dt.UTC)
+    with con.appender("stage_quarantine") as app:
+        app.append_rows((source, q.location, q.reason, now) for q in items)
     con.execute("""
         INSERT INTO quarantine
         SELECT DISTINCT s.* FROM stage_quarantine s
         ANTI JOIN quarantine q
           ON q.source = s.source AND q.location = s.location AND q.reason = s.reason""")
-    return BatchResult(new=new, duplicates=total - new, quarantined=len(quarantined))
 
 
 def write_bounces(con: Connection, bounces: Sequence[Bounce]) -> None:
