@@ -34,6 +34,7 @@ from ingest.headers import (
 from netaudit import config, db
 from netaudit.errors import SourceError
 from tests.conftest import Run, write_config
+from tests.test_calendars import make_config as calendar_config
 
 UTC = dt.UTC
 ME = "robin@example.org"
@@ -206,13 +207,7 @@ def test_encoded_words_beyond_the_decode_cap_are_left_encoded() -> None:
 
 
 def make_config(tmp_path: Path, history: str = "2024-01-01") -> config.Config:
-    path = write_config(tmp_path / "config.toml",
-                        f'[netaudit]\ndatabase = "{tmp_path / "n.duckdb"}"\nme = ["{ME}"]\n'
-                        f'history_start = {history}\ntimezone = "Europe/Berlin"\n')
-    cfg = config.load(str(path))
-    with db.writer(cfg.database):
-        pass
-    return cfg
+    return calendar_config(tmp_path, history)
 
 
 LUNCH = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//caps//EN\r\nBEGIN:VEVENT\r\n"
