@@ -18,7 +18,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from email.errors import HeaderParseError
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.utils import getaddresses, parsedate_to_datetime
 
@@ -41,8 +41,10 @@ _ADDR_OK = re.compile(r"^[^@\s<>,;:\"]+@[^@\s<>,;:\"]+$")
 _ADDR_FALLBACK = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
 _MSGID = re.compile(r"<([^<>]+)>")
 _ENCODED_WORD = "=?"
+# MessageError: bad base64 in a B word ("=?utf-8?b?A===?=", HeaderParseError) or a charset
+# name that is not ASCII ("=?\x80ISO8859-2?B?...", CharsetError)
 _DECODE_ERRORS = (LookupError, ValueError, UnicodeError, AssertionError, TypeError,
-                  HeaderParseError)  # bad base64 in a B word: "=?utf-8?b?A===?="
+                  MessageError)
 _ROLE_LOCAL = re.compile(
     r"^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|donotreply|notifications?|"
     r"notify|bounces?|bounce-[^@]*|auto-?confirm|automated|newsletters?|listserv|majordomo|"

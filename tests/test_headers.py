@@ -231,6 +231,7 @@ def structured_headers(draw: st.DrawFn) -> bytes:
 @example(b"Message-ID: <[...@microsoft.com]>\nFrom: a@x\n")
 @example(b"Cc: a@x.example,\nFrom: =?x-unknown?q?x?= <a@b.c>\n")
 @example(b"From: =?utf-8?b?!!!?= <a@b.c>\nDate: Mon, 32 Foo 99999 99:99:99 +9999\n")
+@example(b"From: a@b.c\nSubject: =?\x80ISO8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?=\n")
 def test_parser_never_raises(raw: bytes) -> None:
     result = parse_headers(raw, fallback_dates=[("file_mtime", None)])
     assert isinstance(result, MessageRecord | Rejected)
