@@ -16,7 +16,9 @@ pytest_plugins = ["tests.dovecot_fixtures"]
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NETAUDIT_TEST_DATA", REPO.parent / "shared" / "data"))
 
-settings.register_profile("ci", max_examples=300, deadline=None,
+# CI runs the same 300 examples every time (derandomize), so a red build always means a
+# change broke something; development runs explore new random inputs each time.
+settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")

@@ -720,7 +720,9 @@ class DovecotServer:
         if self.rawlog_dir is None:
             raise DovecotError("server started with rawlog=False")
         directory = self.rawlog_dir / (user or self.user)
-        files = sorted(directory.glob("*.in"))  # named <start time>.<pid>...
+        # Named <start second>.<pid>: two sessions in one second do not sort by name, so
+        # order by when each was last written (sessions here run one after the other).
+        files = sorted(directory.glob("*.in"), key=lambda p: (p.stat().st_mtime_ns, p.name))
         commands: list[str] = []
         for path in files:
             commands += parse_imap_commands(path.read_bytes())

@@ -118,11 +118,18 @@ def in_process(cfg_path: Path, options: Options | None = None) -> str:
     return sync_imap(cfg, cfg.sources[0], me, options)
 
 
-def fetch_lines(server: DovecotServer, user: str) -> list[str]:
-    """Every UID FETCH command `user` sent, from Dovecot's rawlog (what really went out)."""
+def rawlog_files(server: DovecotServer, user: str) -> set[Path]:
+    """Dovecot's rawlog files for `user`: one per IMAP session."""
     assert server.rawlog_dir is not None
+    return set((server.rawlog_dir / user).glob("*.in"))
+
+
+def fetch_lines(server: DovecotServer, user: str, skip: set[Path] = frozenset()) -> list[str]:
+    """Every UID FETCH command `user` sent, from Dovecot's rawlog (what really went out);
+    ``skip``: sessions to leave out (a test's earlier runs)."""
     lines = []
-    for path in sorted((server.rawlog_dir / user).glob("*.in")):
+    for path in sorted(rawlog_files(server, user) - skip,
+                       key=lambda p: (p.stat().st_mtime_ns, p.name)):
         data = _RAWLOG_STAMP.sub(b"", path.read_bytes())
         lines += [m.group(1).decode() for m in
                   re.finditer(rb"^\S+ (UID FETCH [^\r\n]*)", data, re.MULTILINE)]
@@ -369,10 +376,10 @@ def test_incremental_fetches_only_new_and_noop_fetches_nothing(
     assert header_fetch_ranges(fetch_lines(dovecot, user)) == ["1:5", "1:1"]
 
     append_all(imap_account, "INBOX", sample_messages(3, subject="later"))
-    before = len(fetch_lines(dovecot, user))
+    earlier = rawlog_files(dovecot, user)
     proc = sync(run, cfg)
     assert proc.stdout.strip() == "work: INBOX 3 new, Sent 0 new (3 messages, 0 quarantined)"
-    assert header_fetch_ranges(fetch_lines(dovecot, user)[before:]) == ["6:8"]
+    assert header_fetch_ranges(fetch_lines(dovecot, user, skip=earlier)) == ["6:8"]
 
     commands_before = len(imap_account.rawlog_commands())
     proc = sync(run, cfg)
@@ -600,9 +607,9 @@ def test_interrupted_fetch_loses_only_the_batch_in_flight(
         in_process(cfg, options)
     assert query(cfg, "SELECT count(*) FROM messages") == [(10,)]
     server.start()
-    before = len(fetch_lines(server, server.user))
+    earlier = rawlog_files(server, server.user)  # by session: files do not sort by time
     assert in_process(cfg).startswith("INBOX 20 new")
-    assert header_fetch_ranges(fetch_lines(server, server.user)[before:]) == ["11:30"]
+    assert header_fetch_ranges(fetch_lines(server, server.user, skip=earlier)) == ["11:30"]
     assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == [(30, 30)]
 
 
