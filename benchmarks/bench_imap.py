@@ -33,6 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from measure import timed_run  # noqa: E402  (benchmarks/ is the script's own directory)
+
 from ingest.imap_parse import HEADER_ITEM  # noqa: E402
 from netaudit import sample  # noqa: E402
 from tests.dovecot import DovecotServer  # noqa: E402
@@ -84,15 +86,10 @@ def write_config(workdir: Path, server: DovecotServer, chunk: int) -> Path:
 def run_sync(config: Path) -> tuple[float, int, str]:
     """(seconds, peak RSS KiB, stdout) of one `netaudit sync` process."""
     cmd = [sys.executable, "-m", "netaudit", "--config", str(config), "sync"]
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
+    elapsed, peak, code, out, err = timed_run(cmd, REPO)
+    if code != 0:
         raise SystemExit(f"sync failed: {out}{err}")
-    return elapsed, usage.ru_maxrss, out.strip()
+    return elapsed, peak, out.strip()
 
 
 def bare_loop(server: DovecotServer, chunk: int) -> tuple[float, int]:

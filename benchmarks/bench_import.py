@@ -13,13 +13,14 @@ import argparse
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from measure import timed_run  # noqa: E402  (benchmarks/ is the script's own directory)
 
 from netaudit import sample  # noqa: E402
 
@@ -49,18 +50,13 @@ def run_import(workdir: Path, source: Path, size: int) -> tuple[float, int]:
     cmd = [sys.executable, "-m", "netaudit", "--config", str(config), "import", str(source)]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
+    elapsed, peak, code, out, err = timed_run(cmd, REPO)
+    if code != 0:
         raise SystemExit(f"import failed: {err}")
     expected = f"Imported {size:,} messages: {size:,} new"
     if not out.startswith(expected):
         raise SystemExit(f"unexpected result: {out!r}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, peak
 
 
 def main() -> None:

@@ -247,6 +247,24 @@ def no_traceback(d: DaemonProcess) -> None:
 # IMAP IDLE
 
 
+class Stream:
+    """Appends one message to INBOX every ``pause`` seconds, as mail keeps arriving, until
+    ``stop_event`` is set; ``count`` says how many went in."""
+
+    def __init__(self, account: Any, pause: float) -> None:
+        self.account = account
+        self.pause = pause
+        self.stop_event = threading.Event()
+        self.count = 0
+
+    def run(self) -> None:
+        with self.account.client() as conn:
+            while not self.stop_event.is_set():
+                conn.append("INBOX", sample_messages(1, subject="stream")[0])
+                self.count += 1
+                self.stop_event.wait(self.pause)
+
+
 def test_new_mail_reaches_the_database_through_idle_within_5_s(
         tmp_path: Path, imap_account: ImapAccount, daemons: Callable[..., DaemonProcess],
         notify: NotifySocket) -> None:
@@ -399,16 +417,8 @@ def test_readers_never_see_a_lock_error_while_mail_streams_in(
     database = tmp_path / "netaudit.duckdb"
     d = daemons(cfg, "--poll-seconds", "3600", env={"NOTIFY_SOCKET": notify.address})
     idle_ready(notify)
-    stop = threading.Event()
-    appended = 0
-
-    def append_steadily() -> None:
-        nonlocal appended
-        with imap_account.client() as conn:
-            while not stop.is_set():
-                conn.append("INBOX", sample_messages(1, subject="stream")[0])
-                appended += 1
-                stop.wait(0.2)
+    stream = Stream(imap_account, pause=0.2)
+    stop = stream.stop_event
 
     failures: list[str] = []
     runs = {"report": 0, "sql": 0}
@@ -421,7 +431,7 @@ def test_readers_never_see_a_lock_error_while_mail_streams_in(
             if proc.returncode != 0:
                 failures.append(f"{kind} exit {proc.returncode}: {proc.stderr.strip()}")
 
-    threads = [threading.Thread(target=append_steadily),
+    threads = [threading.Thread(target=stream.run),
                threading.Thread(target=read_in_a_loop,
                                 args=("report", ["report", "--format", "json"])),
                threading.Thread(target=read_in_a_loop,
@@ -434,8 +444,9 @@ def test_readers_never_see_a_lock_error_while_mail_streams_in(
         t.join(90)
     assert not failures, failures[:3]
     assert runs["report"] >= 5 and runs["sql"] >= 5, runs
-    assert appended >= 50
-    wait_until(lambda: count(database) == appended, 20, f"all {appended} streamed messages")
+    assert stream.count >= 50
+    wait_until(lambda: count(database) == stream.count, 20,
+               f"all {stream.count} streamed messages")
     assert d.alive()
     assert d.terminate()[0] == 0
     no_traceback(d)
@@ -517,18 +528,8 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     multiappend(imap_account, sample_messages(6000, subject="backlog"))
     cfg = imap_config(tmp_path, imap_account)
     database = tmp_path / "netaudit.duckdb"
-    stop = threading.Event()
-    streamed = 0
-
-    def stream() -> None:
-        nonlocal streamed
-        with imap_account.client() as conn:
-            while not stop.is_set():
-                conn.append("INBOX", sample_messages(1, subject="stream")[0])
-                streamed += 1
-                stop.wait(0.02)
-
-    appender = threading.Thread(target=stream)
+    stream = Stream(imap_account, pause=0.02)
+    appender = threading.Thread(target=stream.run)
     appender.start()
     moments = []
     try:
@@ -538,9 +539,9 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
             time.sleep(moments[-1])
             d.kill()
     finally:
-        stop.set()
+        stream.stop_event.set()
         appender.join(30)
-    total = 6000 + streamed
+    total = 6000 + stream.count
     final = daemons(cfg, "--poll-seconds", "3600")
     wait_until(lambda: count(database) == total, 60,
                f"all {total} messages after kills at {moments} s (seed {seed})")
