@@ -23,6 +23,7 @@ from __future__ import annotations
 import imaplib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ import imapclient
 from ingest import dsn, imap_connect, secrets
 from ingest.headers import MessageRecord
 from ingest.imap_connect import Account, Backoff, Transient
+from ingest.imap_fetch import FetchPipeline, Window
 from ingest.imap_parse import (
     DSN_PART_LIMIT,
     FETCH_ITEMS,
@@ -58,8 +60,11 @@ log = logging.getLogger(__name__)
 
 CHUNK_UIDS = 250  # UIDs per FETCH (R-IMAP-7: a few hundred, short command lines)
 MAX_WINDOW = CHUNK_UIDS * 16  # widest UID window over sparse ranges
-BATCH_MESSAGES = 2500  # messages per write transaction (several FETCH windows)
+BATCH_MESSAGES = 10000  # messages per write transaction (several FETCH windows)
 BATCH_SECONDS = 2.0  # ... or whatever arrived in this long, so progress is saved often
+# Windows in flight: the server prepares the next while the current one is parsed. Two keep
+# a loopback Dovecot busy; more help over a slow link, where each round trip is long.
+PIPELINE_DEPTH = 3
 MAX_RECONNECTS = 20  # per sync, however much progress is made in between
 # A server that cannot be reached at the start of a run is most likely down or misconfigured:
 # one quick retry, then the account fails and the next run (or the daemon's timer) tries again.
@@ -116,6 +121,8 @@ class Options:
     # connection at a known point.
     on_commit: Callable[[str, int], None] | None = None
     sleep: Callable[[float], None] = time.sleep  # the backoff's waits
+    # UID FETCH commands in flight at once (1: wait for each answer before the next).
+    pipeline_depth: int = PIPELINE_DEPTH
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,17 +149,6 @@ def _count_bounces(con: db.Connection) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # One account
-
-
-def fetch_range(client: imapclient.IMAPClient, lo: int, hi: int,
-                items: list[str]) -> dict[int, dict[bytes, Any]]:
-    """UID FETCH lo:hi. imapclient's own fetch() takes only UID lists, which for a wide window
-    would make the command line long (R-IMAP-7); a range is one short token."""
-    imap = client._imap  # the underlying imaplib connection; imapclient has no range API
-    typ, data = imap.uid("FETCH", f"{lo}:{hi}", f"({' '.join(items)})")
-    if typ != "OK":
-        raise imapclient.exceptions.IMAPClientError(f"UID FETCH failed: {data!r}")
-    return parse_fetch(data)
 
 
 class Session:
@@ -337,28 +333,45 @@ class AccountSync:
                      last: int, top: int, out: FolderResult, backoff: Backoff) -> None:
         opts = self.options
         items = [*FETCH_ITEMS, *(GMAIL_ITEMS if self.gmail else ())]
+        pipeline = FetchPipeline.on(client, items)
+        # Windows planned in order: (lo, hi, the command in flight, or None for a UID skipped
+        # as poison). The next ones are sent before the current one is read.
+        planned: deque[tuple[int, int, Window | None]] = deque()
         span = opts.chunk_uids
         batch = Batch(last_uid=last)
         label = f"{self.source.name}/{folder.name}"
+        next_lo = last + 1
         with progress.track(label, top - last, unit="UIDs") as advance:
-            start = last + 1
-            while start <= top:
-                failures = self.failures.get((folder.name, start), 0)
-                if failures >= POISON_FAILURES:
+            while planned or next_lo <= top:
+                # After a lost connection, one window at a time until past the place it
+                # failed, so the narrowing below finds the culprit as it did unpipelined.
+                careful_until = self.careful_until.get(folder.name, 0)
+                depth = 1 if next_lo <= careful_until else max(1, opts.pipeline_depth)
+                while len(planned) < depth and next_lo <= top:
+                    failures = self.failures.get((folder.name, next_lo), 0)
+                    if failures >= POISON_FAILURES:
+                        planned.append((next_lo, next_lo, None))
+                        next_lo += 1
+                        continue
+                    lo, hi = uid_window(next_lo, top, careful_span(span, failures))
+                    planned.append((lo, hi, pipeline.send(lo, hi)))
+                    next_lo = hi + 1
+                lo, hi, window = planned.popleft()
+                if window is None:
                     # The same single UID broke the connection every time: skip it, loudly.
                     batch.quarantined.append(Quarantined(
-                        location(folder.name, uidvalidity, start),
+                        location(folder.name, uidvalidity, lo),
                         "the server fails every time it reads this message (connection lost); "
                         "skipped"))
-                    lo = hi = start
                     found = 1
                 else:
-                    lo, hi = uid_window(start, top, careful_span(span, failures))
                     try:
-                        found = self._fetch_window(client, folder, uidvalidity, lo, hi, last,
-                                                   items, batch)
+                        data = pipeline.read().data or []
+                        found = self._take_window(client, pipeline, folder, uidvalidity, lo, hi,
+                                                  last, data, batch)
                     except (OSError, imaplib.IMAP4.abort, Transient):
-                        self.failures[(folder.name, start)] = failures + 1
+                        failures = self.failures.get((folder.name, lo), 0)
+                        self.failures[(folder.name, lo)] = failures + 1
                         self.careful_until[folder.name] = max(
                             hi, self.careful_until.get(folder.name, 0))
                         raise
@@ -374,12 +387,12 @@ class AccountSync:
                     batch = Batch(last_uid=hi)
                 span = next_span(hi - lo + 1, found, opts.chunk_uids,
                                  max(MAX_WINDOW, opts.chunk_uids))
-                start = hi + 1
 
-    def _fetch_window(self, client: imapclient.IMAPClient, folder: Folder, uidvalidity: int,
-                      lo: int, hi: int, last: int, items: list[str], batch: Batch) -> int:
-        """FETCH one UID window into ``batch``; returns how many messages it held."""
-        response = fetch_range(client, lo, hi, items)
+    def _take_window(self, client: imapclient.IMAPClient, pipeline: FetchPipeline,
+                     folder: Folder, uidvalidity: int, lo: int, hi: int, last: int,
+                     data: list[Any], batch: Batch) -> int:
+        """Parse one window's FETCH answer into ``batch``; returns how many messages it held."""
+        response = parse_fetch(data)
         me = frozenset(self.me)
         found = 0
         dsn_uids: dict[int, MessageRecord] = {}
@@ -401,6 +414,7 @@ class AccountSync:
             if parsed.is_dsn:
                 dsn_uids[uid] = parsed
         if dsn_uids:
+            pipeline.drain()  # the connection must be free for the bounce lookups
             batch.bounces.extend(self._bounces(client, dsn_uids))
         return found
 

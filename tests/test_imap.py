@@ -552,14 +552,21 @@ def test_server_stopped_mid_sync_then_next_run_completes(
         in_process(cfg, options)
     assert f"cannot connect to 127.0.0.1:{server.port}: Connection refused" in str(info.value)
     assert "gave up after" in str(info.value)
-    assert commits == [10, 20]
+    # The windows already in flight when the server stopped may still be read from the
+    # socket and committed; never more than those, and each whole.
+    assert commits[:2] == [10, 20]
+    assert commits == list(range(10, 10 * len(commits) + 1, 10))
+    assert len(commits) <= 2 + options.pipeline_depth
+    stored = commits[-1]
     # consistent: exactly the committed batches, and the position says so
-    assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == [(20, 20)]
-    assert query(cfg, "SELECT scope, last_uid FROM sync_state") == [("INBOX", 20)]
+    assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
+        [(stored, stored)]
+    assert query(cfg, "SELECT scope, last_uid FROM sync_state") == [("INBOX", stored)]
 
     server.start()  # same ports, same mail
     summary = in_process(cfg, Options(chunk_uids=10, batch_messages=10))
-    assert summary == "INBOX 40 new, Sent 0 new (40 messages, 0 quarantined)"
+    assert summary == f"INBOX {60 - stored} new, Sent 0 new ({60 - stored} messages, " \
+        "0 quarantined)"
     assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == [(60, 60)]
     assert query(cfg, "SELECT scope, last_uid FROM sync_state ORDER BY scope") == \
         [("INBOX", 60), ("Sent", 0)]
@@ -605,11 +612,16 @@ def test_interrupted_fetch_loses_only_the_batch_in_flight(
                       on_commit=stop_during_next_batch)
     with pytest.raises(SourceError):
         in_process(cfg, options)
-    assert query(cfg, "SELECT count(*) FROM messages") == [(10,)]
+    # Answers already read from the socket when the server died may complete one more batch
+    # (FETCH commands are pipelined); the batch whose answer was cut off is never stored.
+    stored = seen[-1]
+    assert seen[0] == 10 and stored in (10, 20)
+    assert query(cfg, "SELECT count(*) FROM messages") == [(stored,)]
     server.start()
     earlier = rawlog_files(server, server.user)  # by session: files do not sort by time
-    assert in_process(cfg).startswith("INBOX 20 new")
-    assert header_fetch_ranges(fetch_lines(server, server.user, skip=earlier)) == ["11:30"]
+    assert in_process(cfg).startswith(f"INBOX {30 - stored} new")
+    assert header_fetch_ranges(fetch_lines(server, server.user, skip=earlier)) == \
+        [f"{stored + 1}:30"]
     assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == [(30, 30)]
 
 

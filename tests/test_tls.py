@@ -131,7 +131,10 @@ def handshake_refused(server: DovecotServer, since: int) -> None:
     while "Disconnected" not in server.log_text()[since:] and time.monotonic() < deadline:
         time.sleep(0.05)
     log = server.log_text()[since:]
-    assert "SSL_accept() failed" in log and "no auth attempts" in log, log
+    # Dovecot words "no login attempt" two ways, by whether its auth process was ready yet
+    # (it may not be on a loaded machine)
+    assert "SSL_accept() failed" in log, log
+    assert "no auth attempts" in log or "disconnected before auth was ready" in log, log
     assert "Login: " not in log and "auth failed" not in log, log
 
 
