@@ -45,12 +45,41 @@ class BatchResult:
         return self.new + self.duplicates + self.quarantined
 
 
+# The staging tables hold what varies per message in the cheapest types the appender takes:
+# converting an aware datetime costs the appender about 1 µs and a Python list about 2 µs
+# per value, so dates arrive as microseconds since the epoch and References as one string
+# (message ids hold no white space), and SQL turns them back. The source and the time of
+# ingestion are the same for the whole batch and are filled in by SQL. Per message this
+# made the write about three times cheaper, most of a sync's time after parsing.
+_STAGE_MESSAGES = """
+    CREATE OR REPLACE TEMP TABLE stage_messages (
+        seq INTEGER, message_key VARCHAR, message_id VARCHAR, location VARCHAR,
+        sent_us BIGINT, date_source VARCHAR, from_addr VARCHAR, from_name VARCHAR,
+        direction VARCHAR, recipient_count INTEGER, in_reply_to VARCHAR, refs VARCHAR,
+        subject VARCHAR, automated_reason VARCHAR, is_dsn BOOLEAN, size_bytes BIGINT,
+        thread_hint VARCHAR)"""
+_STAGE_PARTICIPANTS = """
+    CREATE OR REPLACE TEMP TABLE stage_participants (
+        seq INTEGER, role VARCHAR, position INTEGER, address VARCHAR, name VARCHAR)"""
+# MESSAGE_COLUMNS in order, computed from stage_messages s; $1 is the source, $2 the time.
+_MESSAGE_VALUES = (
+    "s.message_key", "s.message_id", "$1", "s.location",
+    "timezone('UTC', make_timestamp(s.sent_us))", "s.date_source", "s.from_addr",
+    "s.from_name", "s.direction", "s.recipient_count", "s.in_reply_to",
+    "CASE WHEN s.refs = '' THEN []::VARCHAR[] ELSE string_split(s.refs, ' ') END",
+    "s.subject", "s.automated_reason", "s.is_dsn", "s.size_bytes", "$2", "s.thread_hint",
+)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def _stage(con: Connection) -> None:
-    # Explicit column lists: later migrations may add columns the writer does not fill.
-    con.execute("CREATE OR REPLACE TEMP TABLE stage_messages AS SELECT 0::INTEGER AS seq, "
-                f"{', '.join(MESSAGE_COLUMNS)} FROM messages LIMIT 0")
-    con.execute("CREATE OR REPLACE TEMP TABLE stage_participants AS SELECT 0::INTEGER AS seq, "
-                f"{', '.join(PARTICIPANT_COLUMNS)} FROM participants LIMIT 0")
+    con.execute(_STAGE_MESSAGES)
+    con.execute(_STAGE_PARTICIPANTS)
+
+
+def _micros(when: dt.datetime | None) -> int | None:
+    return None if when is None else (when - _EPOCH) // _MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +108,16 @@ def write_mail_batch(con: Connection, source: str,
     if forgotten:
         records = _without_forgotten(records, forgotten)
     _stage(con)
-    now = dt.datetime.now(dt.UTC)
+    micros = _micros
     with con.appender("stage_messages") as app:
         app.append_rows(
-            (seq, r.message_key, r.message_id, source, loc, r.date, r.date_source, r.from_addr,
-             r.from_name, r.direction, r.recipient_count, r.in_reply_to, list(r.references),
-             r.subject, r.automated_reason, r.is_dsn, r.size, now, r.thread_hint)
+            (seq, r.message_key, r.message_id, loc, micros(r.date), r.date_source, r.from_addr,
+             r.from_name, r.direction, r.recipient_count, r.in_reply_to, " ".join(r.references),
+             r.subject, r.automated_reason, r.is_dsn, r.size, r.thread_hint)
             for seq, (loc, r) in enumerate(records))
     with con.appender("stage_participants") as app:
         app.append_rows(
-            (seq, r.message_key, p.role, p.position, p.address, p.name)
+            (seq, p.role, p.position, p.address, p.name)
             for seq, (_, r) in enumerate(records) for p in r.participants)
     # One row per new key: the first staged copy of a key not stored yet.
     con.execute("""
@@ -98,12 +127,14 @@ def write_mail_batch(con: Connection, source: str,
         GROUP BY s.message_key""")
     con.execute(f"""
         INSERT INTO messages ({", ".join(MESSAGE_COLUMNS)})
-        SELECT {", ".join("s." + c for c in MESSAGE_COLUMNS)}
-        FROM stage_messages s SEMI JOIN stage_chosen c ON c.seq = s.seq""")
+        SELECT {", ".join(_MESSAGE_VALUES)}
+        FROM stage_messages s SEMI JOIN stage_chosen c ON c.seq = s.seq""",
+                [source, dt.datetime.now(dt.UTC)])
     con.execute(f"""
         INSERT INTO participants ({", ".join(PARTICIPANT_COLUMNS)})
-        SELECT {", ".join("p." + c for c in PARTICIPANT_COLUMNS)}
-        FROM stage_participants p SEMI JOIN stage_chosen c ON c.seq = p.seq""")
+        SELECT s.message_key, p.role, p.position, p.address, p.name
+        FROM stage_participants p SEMI JOIN stage_chosen c ON c.seq = p.seq
+        JOIN stage_messages s ON s.seq = p.seq""")
     row = con.execute("SELECT count(*) FROM stage_chosen").fetchone()
     new = int(row[0]) if row else 0
     if bounces:
