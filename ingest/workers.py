@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest import calendars, local, mailfiles
-from ingest.imap import AccountSync, Options, Session
+from ingest.imap import DAEMON_BATCH_MESSAGES, AccountSync, Options, Session
 from ingest.imap_connect import Account, Transient
 from ingest.store import BatchResult, Quarantined, record_source
 from ingest.writegate import Stopping
@@ -227,7 +227,7 @@ class ImapWorker(SourceWorker):
                             {**source.settings, "folders": [self.idle_folder]})
         sync = AccountSync(self.ctx.cfg, source, self.ctx.me,
                            Options(on_commit=lambda folder, uid: self._committed(sync),
-                                   sleep=self.sleep))
+                                   sleep=self.sleep, batch_messages=DAEMON_BATCH_MESSAGES))
         sync.session = self.session
         try:
             summary = sync.run()

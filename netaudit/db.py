@@ -128,6 +128,11 @@ def set_write_gate(gate: WriteGate | None) -> None:
     _gate = gate
 
 
+def has_write_gate() -> bool:
+    """Whether this process's writers go through a gate (the daemon's threads)."""
+    return _gate is not None
+
+
 @contextlib.contextmanager
 def writer(path: Path, *, wait: float = 60.0,
            on_wait: Callable[[str], None] | None = None) -> Iterator[Connection]:

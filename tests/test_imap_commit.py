@@ -1,0 +1,218 @@
+"""IMAP batches committed by the child writer (ingest/imap_commit.py), against a real Dovecot.
+
+Large syncs hand each batch to a child process. These tests lower the threshold so that a
+small mailbox goes the same way, and check what must not change: the stored rows are those
+of an in-process sync, nothing is lost or doubled when the server dies, the disk fills up
+or the parent is killed, and no child outlives its sync.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.imap import Options
+from netaudit import db
+from netaudit.errors import DatabaseError, SourceError
+from tests.dovecot import DovecotServer, ImapAccount, sample_messages
+from tests.test_faults import _limit_file_size
+from tests.test_imap import append_all, fast_backoff, imap_config, in_process, query
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def child_options(**kwargs: Any) -> Options:
+    return Options(child_writer_uids=0, chunk_uids=10, batch_messages=10, **kwargs)
+
+
+def children(pid: int | None = None) -> set[int]:
+    """Live writer children of ``pid`` (default: this process), from /proc."""
+    pid = pid or os.getpid()
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    alive = set()
+    for child in found:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().split()[2]
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        if state != "Z" and b"ingest.imap_commit" in cmdline:
+            alive.add(child)
+    return alive
+
+
+def test_child_writer_stores_what_an_inline_sync_stores(imap_account: ImapAccount,
+                                                         tmp_path: Path) -> None:
+    append_all(imap_account, "INBOX", sample_messages(57))
+    append_all(imap_account, "Sent", sample_messages(12, sender="robin@home.example"))
+    assert not children()
+    child_cfg = imap_config(tmp_path, imap_account)
+    writers: set[int] = set()
+    summary = in_process(child_cfg, child_options(
+        on_commit=lambda folder, uid: writers.update(children())))
+    assert summary == "INBOX 57 new, Sent 12 new (69 messages, 0 quarantined)"
+    assert len(writers) == 1  # one child wrote every batch ...
+    assert not children()  # ... and exited with the sync
+    (tmp_path / "inline").mkdir()
+    inline_cfg = imap_config(tmp_path / "inline", imap_account)
+    assert in_process(inline_cfg, Options(chunk_uids=10, batch_messages=10)) == summary
+
+    def rows(cfg: Path) -> list[list[tuple]]:
+        return [query(cfg, "SELECT * EXCLUDE (ingested_at) FROM messages ORDER BY location"),
+                query(cfg, "SELECT * FROM participants ORDER BY ALL"),
+                query(cfg, "SELECT scope, last_uid FROM sync_state ORDER BY scope"),
+                query(cfg, "SELECT address, origin FROM me_addresses ORDER BY ALL")]
+
+    child, inline = rows(child_cfg), rows(inline_cfg)
+    assert child == inline
+    assert len(child[0]) == 69 and child[2] == [("INBOX", 57), ("Sent", 12)]
+    # the Sent folder's From became mine, inside the child's transactions
+    assert ("robin@home.example", "sent folder") in child[3]
+    assert query(child_cfg, "SELECT direction, count(*) FROM messages GROUP BY 1 "
+                            "ORDER BY 1") == [("received", 57), ("sent", 12)]
+
+
+def test_server_stopped_mid_sync_with_the_child_writer(dovecot_factory: Any,
+                                                       tmp_path: Path) -> None:
+    server: DovecotServer = dovecot_factory(tls=False)
+    append_all(server.account, "INBOX", sample_messages(80))
+    cfg = imap_config(tmp_path, server.account)
+    commits: list[int] = []
+
+    def stop_after_second_batch(folder: str, last_uid: int) -> None:
+        commits.append(last_uid)
+        if len(commits) == 2:
+            server.stop()
+
+    with pytest.raises(SourceError):
+        in_process(cfg, child_options(backoff=fast_backoff(), on_commit=stop_after_second_batch))
+    # every batch handed to the child before the failure was committed, whole, in order
+    assert commits == list(range(10, 10 * len(commits) + 1, 10))
+    stored = commits[-1]
+    assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
+        [(stored, stored)]
+    assert query(cfg, "SELECT scope, last_uid FROM sync_state") == [("INBOX", stored)]
+    server.start()
+    assert in_process(cfg, child_options()).startswith(f"INBOX {80 - stored} new")
+    assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
+        [(80, 80)]
+
+
+# A sync in its own process, so that a test can limit its files or kill it.
+SCRIPT = """
+import sys, time
+from pathlib import Path
+from ingest.imap import Options
+from netaudit import db
+from netaudit.errors import NetauditError
+from tests.test_imap import in_process
+from tests.test_imap_commit import children
+
+marker = Path(sys.argv[2])
+
+def on_commit(folder, last_uid):
+    if marker.name == "stall" and last_uid >= 20:
+        marker.write_text(" ".join(map(str, children())))
+        time.sleep(60)  # killed here by the test
+
+try:
+    print(in_process(Path(sys.argv[1]), Options(child_writer_uids=0, chunk_uids=10,
+                                                batch_messages=10, on_commit=on_commit)))
+except NetauditError as exc:
+    print(f"Error: {exc}")
+    sys.exit(1)
+"""
+
+
+def run_script(cfg: Path, marker: Path, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(cfg), str(marker)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kwargs)
+
+
+def test_a_full_disk_in_the_child_fails_cleanly_and_a_later_run_completes(
+        imap_account: ImapAccount, tmp_path: Path) -> None:
+    # DuckDB keeps small commits in its WAL, which may grow as large as the file limit:
+    # enough mail that the WAL reaches it part way through the sync
+    total = 1500
+    with imap_account.client() as conn:
+        conn.multiappend("INBOX", sample_messages(total))
+    cfg = imap_config(tmp_path, imap_account)
+    db_path = tmp_path / "netaudit.duckdb"
+    with db.writer(db_path):  # the file exists, migrated, before the disk fills
+        pass
+    size = db_path.stat().st_size
+    proc = run_script(cfg, tmp_path / "none", preexec_fn=lambda: _limit_file_size(size + 10_000))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (out, err)
+    assert out.strip().startswith("Error: cannot write the database: the disk is full"), \
+        (out, err)
+    assert "Traceback" not in err, err
+    stored = query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages")[0]
+    assert 0 < stored[0] == stored[1] < total  # it failed part way, in the child
+    position = query(cfg, "SELECT last_uid FROM sync_state WHERE scope = 'INBOX'")
+    assert position == ([(stored[0],)] if stored[0] else [])
+    # with room again, the next sync brings exactly the rest
+    assert in_process(cfg, child_options()).startswith(f"INBOX {total - stored[0]} new")
+    assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
+        [(total, total)]
+
+
+def test_killing_the_parent_kills_the_child_and_loses_nothing(imap_account: ImapAccount,
+                                                              tmp_path: Path) -> None:
+    append_all(imap_account, "INBOX", sample_messages(150))
+    cfg = imap_config(tmp_path, imap_account)
+    marker = tmp_path / "stall"
+    proc = run_script(cfg, marker)
+    deadline = time.monotonic() + 60
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    writers = {int(p) for p in marker.read_text().split()}
+    assert writers, "the sync had no child writer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() for p in writers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() for p in writers)  # PR_SET_PDEATHSIG
+    stored = query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages")[0]
+    assert stored[0] == stored[1] and 20 <= stored[0] < 150
+    assert query(cfg, "SELECT last_uid FROM sync_state WHERE scope = 'INBOX'") == \
+        [(stored[0],)]
+    assert in_process(cfg, child_options()).startswith(f"INBOX {150 - stored[0]} new")
+    assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
+        [(150, 150)]
+
+
+def test_a_child_that_dies_is_one_clear_error(imap_account: ImapAccount,
+                                              tmp_path: Path) -> None:
+    """A writer killed from outside (the OOM killer, say): the sync stops with one line, and
+    the next one brings what was not committed."""
+    append_all(imap_account, "INBOX", sample_messages(60))
+    cfg = imap_config(tmp_path, imap_account)
+    killed: list[int] = []
+
+    def kill_writer(folder: str, last_uid: int) -> None:
+        if not killed:
+            for pid in children():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    with pytest.raises(DatabaseError, match="the process writing the database stopped"):
+        in_process(cfg, child_options(on_commit=kill_writer))
+    assert killed
+    stored = query(cfg, "SELECT count(*) FROM messages")[0][0]
+    assert query(cfg, "SELECT coalesce(max(last_uid), 0) FROM sync_state") == [(stored,)]
+    assert in_process(cfg, child_options()).startswith(f"INBOX {60 - stored} new")
+    assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
+        [(60, 60)]
