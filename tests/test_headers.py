@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from email.utils import parsedate_to_datetime
 
 import pytest
 from hypothesis import example, given
@@ -238,3 +239,77 @@ def test_parser_never_raises(raw: bytes) -> None:
     if isinstance(result, MessageRecord):
         assert result.message_key
         assert all(p.address == p.address.lower() for p in result.participants)
+
+
+def _stdlib_date(value: str) -> dt.datetime | None:
+    """parse_date as it was before its fast path: the stdlib, then the same plausibility rules."""
+    try:
+        parsed = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    return parsed if parsed >= dt.datetime(1971, 1, 1, tzinfo=UTC) else None
+
+
+@st.composite
+def common_dates(draw: st.DrawFn) -> str:
+    """Dates shaped like the fast path's, with values in and out of range."""
+    sep = draw(st.sampled_from([" ", " ", "  ", "\t"]))
+    words = []
+    if draw(st.booleans()):
+        words.append(draw(st.sampled_from(["Mon,", "Sun,", "Xyz,", "mon,", "Sun"])))
+    words.append(str(draw(st.integers(0, 39))).zfill(draw(st.integers(1, 2))))
+    words.append(draw(st.sampled_from(["Jan", "Feb", "Jun", "Dec", "jan", "Mai", "June"])))
+    words.append(str(draw(st.sampled_from([0, 1, 69, 70, 99, 100, 1970, 1971, 2025, 9999])
+                      )).zfill(draw(st.sampled_from([2, 4]))))
+    clock = f"{draw(st.integers(0, 25))}:{draw(st.integers(0, 61)):02d}"
+    if draw(st.booleans()):
+        clock += f":{draw(st.integers(0, 61)):02d}"
+    words.append(clock)
+    words.append(draw(st.sampled_from(["+", "-"])) + f"{draw(st.integers(0, 9999)):04d}")
+    if draw(st.booleans()):
+        words.append(draw(st.sampled_from(["(PDT)", "(UTC)", "()", "(a (b))", "GMT", "x"])))
+    return sep.join(words)
+
+
+@given(common_dates())
+@example("Sat, 01 Jan 0001 00:30:00 +0100")
+@example("Fri, 31 Dec 9999 23:59:59 -0001")
+@example("Thu, 29 Feb 2024 12:00:00 +2359")
+@example("Wed, 1 Jan 2020 00:00:00 +2400")
+@example("Wed, 01 Jan 70 00:00:00 -0000")
+def test_date_fast_path_matches_the_stdlib(value: str) -> None:
+    assert parse_date(value) == _stdlib_date(value)
+
+
+@pytest.mark.parametrize(("header", "subject"), [
+    ("From alice@x.example Mon Jan  1 00:00:00 2024\nSubject: mbox\nMessage-ID: <1@x>\n", "mbox"),
+    ("From : a@x.example\nSubject: obsolete\n", "obsolete"),
+    ("Message-ID: <1@x>\nSubject  : obsolete spacing\n", "obsolete spacing"),
+    ("Message-ID: <1@x>\r\nSubject: crlf\r\n\r\nSubject: body\r\n", "crlf"),
+    ("Message-ID: <1@x>\r\nSubject: folded\r\n  over\r\n\tlines\r\n", "folded over lines"),
+    (" orphan continuation\nSubject: after\nMessage-ID: <1@x>\n", "after"),
+    ("Message-ID: <1@x>\nSubject: first\nnot a field\nSubject: second\n", "first"),
+    ("Message-ID: <1@x>\nSubject: first\n\r\nSubject: body\n", "first"),
+])
+def test_field_splitting(header: str, subject: str) -> None:
+    assert parse(header, keep_subject=True).subject == subject
+
+
+def test_repeated_address_fields_are_merged() -> None:
+    rec = parse("From: a@x.example\nTo: b@y.example, c@y.example\nTo: C@y.example, d@y.example\n")
+    assert addresses(rec, "to") == [("b@y.example", None), ("c@y.example", None),
+                                    ("d@y.example", None)]
+    assert rec.recipient_count == 3
+
+
+def test_cached_reading_is_not_changed_by_x_from() -> None:
+    named = parse("From: phillip.allen@enron.com\nX-From: Phillip K Allen\nMessage-ID: <a@x>\n")
+    plain = parse("From: phillip.allen@enron.com\nMessage-ID: <b@x>\n")
+    assert named.from_name == "Phillip K Allen" == named.participants[0].name
+    assert plain.from_name is None and plain.participants[0].name is None
