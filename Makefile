@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean dovecot
+.PHONY: demo test lint bench bench-imap clean dovecot isync
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_import.py
+
+# IMAP sync against a local Dovecot, a bare imapclient loop and mbsync, in one run.
+bench-imap: $(VENV)/.installed-test dovecot isync
+	$(BIN)/python benchmarks/bench_imap.py --messages 15000 45000
+
+# mbsync (Debian package isync), the benchmark's reference; installed as dovecot is.
+isync:
+	@if command -v mbsync >/dev/null 2>&1; then echo "isync: already installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends isync || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		  --no-install-recommends isync; }; \
+	else echo "isync: missing; not root, so not installing (apt-get install isync)"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -1,6 +1,6 @@
 """Time `netaudit sync` of an IMAP account against a local Dovecot, and a no-op re-sync.
 
-    python benchmarks/bench_imap.py [--messages 5000] [--chunk 250]
+    python benchmarks/bench_imap.py [--messages 15000 45000] [--chunk 250]
 
 Starts a private Dovecot on 127.0.0.1 (tests.dovecot.DovecotServer, rawlog off), APPENDs the
 generated messages of netaudit.sample (relay and DKIM headers, 1.5-8 KB bodies, 75 % bulk
@@ -8,14 +8,14 @@ mail) through IMAP as a mail client would (my own to Sent, the rest to INBOX), t
 
 - a warm-up pass of (b): Dovecot builds its index and header cache on the first FETCH, and
   the measured runs should not differ by who came first;
-- (a) `netaudit sync` end to end, as its own process, into a fresh database; peak RSS from
-  wait4();
+- (a) `netaudit sync` end to end, as its own process, into a fresh database; peak RSS of
+  its whole process tree (the child writer included);
 - (b) a bare imapclient loop fetching the same header fields in the same UID windows and
   parsing nothing beyond imapclient's own response parser;
 - (c) `mbsync` pulling the same folders into a Maildir, when isync is installed;
 - a no-op re-sync: the CLI end to end, and the sync itself in-process (no interpreter start).
 
-Prints a markdown table.
+Prints a markdown table per mailbox size, and the ratios the targets are stated in.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -140,47 +141,68 @@ def mbsync(workdir: Path, server: DovecotServer) -> float | None:
     return elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--chunk", type=int, default=250)
-    args = parser.parse_args()
+def measure(count: int, chunk: int) -> dict[str, Any]:
+    """Every figure for one mailbox of ``count`` messages, all in one run."""
     workdir = Path(tempfile.mkdtemp(prefix="netaudit-bench-imap-"))
     try:
         with DovecotServer(rawlog=False) as server:
-            folders = fill(server, args.messages)
-            config = write_config(workdir, server, args.chunk)
+            folders = fill(server, count)
+            config = write_config(workdir, server, chunk)
             # Dovecot builds its index and header cache on the first FETCH of each message;
             # whoever reads first pays for it, so a first pass warms the server for both.
-            cold_seconds, _ = bare_loop(server, args.chunk)
+            cold_seconds, _ = bare_loop(server, chunk)
             seconds, rss, summary = run_sync(config)
-            bare_seconds, bare_count = bare_loop(server, args.chunk)
+            bare_seconds, bare_count = bare_loop(server, chunk)
             noop_seconds, _, noop_summary = run_sync(config)
             noop_inproc = noop_in_process(config)
             mb = mbsync(workdir, server)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    n = args.messages
-    print(f"# {platform.python_implementation()} {platform.python_version()}, "
-          f"{platform.machine()}, {os.cpu_count()} CPUs; Dovecot on 127.0.0.1; "
-          f"{n:,} messages (INBOX {folders['INBOX']:,}, Sent {folders['Sent']:,})")
-    print(f"# first sync: {summary}")
-    print(f"# no-op sync: {noop_summary}")
+    return {"n": count, "folders": folders, "cold": cold_seconds, "sync": seconds, "rss": rss,
+            "summary": summary, "bare": bare_seconds, "bare_count": bare_count,
+            "noop": noop_seconds, "noop_summary": noop_summary, "noop_inproc": noop_inproc,
+            "mbsync": mb}
+
+
+def report(r: dict[str, Any]) -> None:
+    n = r["n"]
+    print(f"\n## {n:,} messages (INBOX {r['folders']['INBOX']:,}, Sent {r['folders']['Sent']:,})")
+    print(f"# first sync: {r['summary']}")
+    print(f"# no-op sync: {r['noop_summary']}")
     print("| what | seconds | messages/s | peak RSS (MiB) |")
     print("|---|---:|---:|---:|")
-    print(f"| (a) `netaudit sync`, from scratch | {seconds:.2f} | {n / seconds:,.0f} | "
-          f"{rss / 1024:.0f} |")
-    print(f"| (b) bare imapclient loop ({bare_count:,} messages) | {bare_seconds:.2f} | "
-          f"{bare_count / bare_seconds:,.0f} | |")
+    print(f"| (a) `netaudit sync`, from scratch | {r['sync']:.2f} | {n / r['sync']:,.0f} | "
+          f"{r['rss'] / 1024:.0f} |")
+    print(f"| (b) bare imapclient loop ({r['bare_count']:,} messages) | {r['bare']:.2f} | "
+          f"{r['bare_count'] / r['bare']:,.0f} | |")
     print(f"| (b) on a cold server (first FETCH after APPEND; warm-up, not compared) | "
-          f"{cold_seconds:.2f} | {bare_count / cold_seconds:,.0f} | |")
-    if mb is not None:
-        print(f"| (c) `mbsync` into a Maildir | {mb:.2f} | {n / mb:,.0f} | |")
+          f"{r['cold']:.2f} | {r['bare_count'] / r['cold']:,.0f} | |")
+    if r["mbsync"] is not None:
+        print(f"| (c) `mbsync` into a Maildir | {r['mbsync']:.2f} | {n / r['mbsync']:,.0f} | |")
     else:
         print("| (c) `mbsync` | not installed (apt-get install isync) | | |")
-    print(f"| no-op re-sync, `netaudit sync` end to end | {noop_seconds:.2f} | | |")
-    print(f"| no-op re-sync, the sync itself (in-process) | {noop_inproc:.3f} | | |")
-    print(f"\n(a) / (b) time ratio: {seconds / bare_seconds:.2f}")
+    print(f"| no-op re-sync, `netaudit sync` end to end | {r['noop']:.2f} | | |")
+    print(f"| no-op re-sync, the sync itself (in-process) | {r['noop_inproc']:.3f} | | |")
+    print(f"\n(a) / (b) time ratio: {r['sync'] / r['bare']:.2f} (target: at most 2)")
+    if r["mbsync"] is not None:
+        print(f"(c) / (a) time ratio: {r['mbsync'] / r['sync']:.1f} (target: at least 10)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, nargs="+", default=[5000],
+                        help="mailbox sizes; several show whether memory stays flat")
+    parser.add_argument("--chunk", type=int, default=250)
+    args = parser.parse_args()
+    results = [measure(n, args.chunk) for n in args.messages]
+    print(f"# {platform.python_implementation()} {platform.python_version()}, "
+          f"{platform.machine()}, {os.cpu_count()} CPUs; Dovecot on 127.0.0.1")
+    for r in results:
+        report(r)
+    if len(results) > 1:
+        small, large = results[0], results[-1]
+        print(f"\npeak RSS {large['n']:,} / {small['n']:,} messages: "
+              f"{large['rss'] / small['rss']:.2f}")
 
 
 if __name__ == "__main__":

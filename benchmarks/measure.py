@@ -2,6 +2,10 @@
 
 Output goes to temporary files, not pipes: a child that writes more than a pipe holds would
 otherwise block forever while we wait for it with wait4().
+
+Peak memory is wait4()'s ru_maxrss, the largest single process. A command that starts
+helpers of its own (netaudit's child writer) holds them all at once, so ``timed_run`` also
+samples the summed RSS of the whole process tree from /proc every 20 ms.
 """
 
 from __future__ import annotations
@@ -9,19 +13,52 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 
+def tree_rss_kib(pid: int) -> int:
+    """Summed resident memory of ``pid`` and its descendants, in KiB (0 once it is gone)."""
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
 def timed_run(cmd: Sequence[str], cwd: Path) -> tuple[float, int, int, str, str]:
-    """(seconds, peak RSS in KiB, exit code, stdout, stderr) of ``cmd``."""
+    """(seconds, peak RSS in KiB, exit code, stdout, stderr) of ``cmd``.
+
+    The peak is the larger of wait4()'s figure and the sampled sum over the process tree.
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, cwd=cwd)
+        peak_tree = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.02):
+                peak_tree[0] = max(peak_tree[0], tree_rss_kib(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - started
+        done.set()
+        sampler.join()
         out.seek(0)
         err.seek(0)
-        return (elapsed, usage.ru_maxrss, os.waitstatus_to_exitcode(status),
+        return (elapsed, max(usage.ru_maxrss, peak_tree[0]), os.waitstatus_to_exitcode(status),
                 out.read().decode(errors="replace"), err.read().decode(errors="replace"))

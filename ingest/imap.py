@@ -6,13 +6,15 @@ marked \\Seen); when UIDNEXT-1 is not beyond the position it moves on: one round
 folder. Otherwise it FETCHes ``last+1:UIDNEXT-1`` in windows of about 250 UIDs, only
 ``BODY.PEEK`` of the needed header fields, INTERNALDATE and RFC822.SIZE, and stores the
 messages together with the new position in one short transaction. A crash or a dropped
-connection therefore loses at most the batch in flight, and the message-key anti-join in the
-store makes any re-fetch add nothing.
+connection therefore loses at most the batches not yet committed, and the message-key
+anti-join in the store makes any re-fetch add nothing.
 
-A write batch gathers several FETCH windows (up to BATCH_MESSAGES, or BATCH_SECONDS worth):
-opening, committing and closing the database costs about 50 ms whatever the batch size, so a
-transaction per 250-UID window alone would cap a sync near 4,000 messages/s. The write window
-stays well under a second, and the position still moves only with the messages it covers.
+The windows are pipelined (ingest/imap_fetch.py): PIPELINE_DEPTH commands in flight, so the
+server reads its index for the next window while this process parses the last one. A write
+batch gathers several windows (up to BATCH_MESSAGES, or BATCH_SECONDS worth): opening,
+committing and closing the database costs 50-100 ms whatever the batch size. A large sync
+hands its batches to a child process (ingest/imap_commit.py), so that DuckDB's work runs on a
+second core; the position still moves only with the messages it covers.
 
 A changed UIDVALIDITY rescans the folder from UID 1; the same anti-join matches what is stored,
 so nothing is deleted and nothing doubled. Expunged messages stay: they still happened.
