@@ -56,7 +56,6 @@ from ingest.imap_parse import (
     find_dsn_part,
     location,
     next_span,
-    parse_fetch,
     parse_item,
     part_key,
     uid_window,
@@ -362,9 +361,9 @@ class AccountSync:
                     found = 1
                 else:
                     try:
-                        data = pipeline.read().data or []
+                        response = pipeline.read().response()
                         found = self._take_window(client, pipeline, folder, uidvalidity, lo, hi,
-                                                  last, data, batch)
+                                                  last, response, batch)
                     except (OSError, imaplib.IMAP4.abort, Transient):
                         failures = self.failures.get((folder.name, lo), 0)
                         self.failures[(folder.name, lo)] = failures + 1
@@ -386,9 +385,8 @@ class AccountSync:
 
     def _take_window(self, client: imapclient.IMAPClient, pipeline: FetchPipeline,
                      folder: Folder, uidvalidity: int, lo: int, hi: int, last: int,
-                     data: list[Any], batch: Batch) -> int:
+                     response: dict[int, dict[bytes, Any]], batch: Batch) -> int:
         """Parse one window's FETCH answer into ``batch``; returns how many messages it held."""
-        response = parse_fetch(data)
         me = frozenset(self.me)
         found = 0
         dsn_uids: dict[int, MessageRecord] = {}

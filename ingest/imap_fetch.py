@@ -30,6 +30,8 @@ from typing import Any
 
 import imapclient
 
+from ingest.imap_parse import fast_item, merge_fetch
+
 FetchData = list[Any]  # imaplib's shape: (prefix, literal) tuples, then the closing line
 _UID = re.compile(rb"[ (]UID (\d+)", re.IGNORECASE)
 
@@ -41,9 +43,14 @@ class Window:
     tag: bytes
     lo: int
     hi: int
-    data: FetchData | None = None
+    data: FetchData | None = None  # answers in imaplib's shape, for imap_parse.merge_fetch
+    items: dict[int, dict[bytes, Any]] = field(default_factory=dict)  # read on arrival
     error: BaseException | None = None
     done: bool = False
+
+    def response(self) -> dict[int, dict[bytes, Any]]:
+        """{uid: {item: value}}, as imap_parse.parse_fetch gives for the whole answer."""
+        return merge_fetch(self.items, self.data) if self.data else self.items
 
 
 def literal_size(line: bytes) -> int | None:
@@ -136,8 +143,10 @@ class FetchPipeline:
         first = unit[0]
         prefix = first[0] if isinstance(first, tuple) else first
         m = _UID.search(prefix)
-        if m is not None:
-            uid = int(m.group(1))
+        return self._owner_of(int(m.group(1)) if m is not None else None)
+
+    def _owner_of(self, uid: int | None) -> Window:
+        if uid is not None:
             for window in self.pending:
                 if window.lo <= uid <= window.hi and not window.done:
                     return window
@@ -176,11 +185,24 @@ class FetchPipeline:
                     current.rstrip(b"\r\n")
                 size = literal_size(current)
             unit.append(current)
-            if space is not None:
-                owner = self._owner(unit)
-                if owner.data is None:
-                    owner.data = []
-                owner.data.extend(unit)
+            if space is None:
+                return
+            if len(unit) == 2 and current == b")":
+                # The usual answer, read now: no second pass over an imaplib-shaped list.
+                prefix, literal = unit[0]
+                fast = fast_item(prefix, literal)
+                if fast is not None:
+                    uid, item = fast
+                    owner = self._owner_of(uid)
+                    if uid in owner.items:
+                        owner.items[uid].update(item)
+                    else:
+                        owner.items[uid] = item
+                    return
+            owner = self._owner(unit)
+            if owner.data is None:
+                owner.data = []
+            owner.data.extend(unit)
             return
         tag, _, rest = line.partition(b" ")
         window = next((w for w in self.pending if w.tag == tag and not w.done), None)
@@ -194,5 +216,3 @@ class FetchPipeline:
             # The same message the imaplib path gave, so describe_error reads it alike.
             window.error = imapclient.exceptions.IMAPClientError(
                 f"UID FETCH failed: {[text]!r}")
-        elif window.data is None:
-            window.data = []

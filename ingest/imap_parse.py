@@ -290,13 +290,19 @@ def _units(data: Sequence[Any]) -> Iterable[list[Any]]:
 
 
 def _fast_item(unit: list[Any]) -> tuple[int, dict[bytes, Any]] | None:
-    """The common shape, one header literal and plain atoms, read with two regexes;
-    None sends the message to imapclient's full parser."""
     if len(unit) != 2 or not isinstance(unit[0], tuple) or unit[1] != b")":
         return None
     prefix, literal = unit[0]
     if not isinstance(prefix, bytes):
         return None
+    return fast_item(prefix, literal)
+
+
+def fast_item(prefix: bytes, literal: bytes) -> tuple[int, dict[bytes, Any]] | None:
+    """(uid, item) for the common shape, one header literal after plain atoms, read with two
+    regexes; None sends the message to imapclient's full parser. ``prefix`` is the response
+    line up to the literal, as imaplib keeps it ("12 (UID 5 ... {332}"), and the line after
+    the literal must be just ")"."""
     head, found, tail = prefix.partition(_HEADER_NAME)
     if not found:
         return None  # also a server that writes the item name in lower case
@@ -331,9 +337,14 @@ def parse_fetch(data: Sequence[Any]) -> dict[int, dict[bytes, Any]]:
     is read here with regexes instead. Anything else (Gmail labels, unsolicited FLAGS, a server
     with its own layout) still goes through imapclient.
     """
+    return merge_fetch({}, data)
+
+
+def merge_fetch(out: dict[int, dict[bytes, Any]], data: Sequence[Any]
+                ) -> dict[int, dict[bytes, Any]]:
+    """``parse_fetch`` of ``data`` added to ``out`` (items already read the fast way)."""
     from imapclient.response_parser import parse_fetch_response
 
-    out: dict[int, dict[bytes, Any]] = {}
     for unit in _units(data):
         fast = _fast_item(unit)
         if fast is not None:
