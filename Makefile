@@ -33,7 +33,7 @@ bench: $(VENV)/.installed-test
 
 # IMAP sync against a local Dovecot, a bare imapclient loop and mbsync, in one run.
 bench-imap: $(VENV)/.installed-test dovecot isync
-	$(BIN)/python benchmarks/bench_imap.py --messages 15000 45000
+	$(BIN)/python benchmarks/bench_imap.py --messages 25000 45000
 
 # mbsync (Debian package isync), the benchmark's reference; installed as dovecot is.
 isync:

@@ -1,6 +1,6 @@
 """Time `netaudit sync` of an IMAP account against a local Dovecot, and a no-op re-sync.
 
-    python benchmarks/bench_imap.py [--messages 15000 45000] [--chunk 250]
+    python benchmarks/bench_imap.py [--messages 25000 45000] [--chunk 250]
 
 Starts a private Dovecot on 127.0.0.1 (tests.dovecot.DovecotServer, rawlog off), APPENDs the
 generated messages of netaudit.sample (relay and DKIM headers, 1.5-8 KB bodies, 75 % bulk

@@ -6,9 +6,14 @@ it, so the server waits while netaudit parses and netaudit waits while the serve
 index. Measured on a Dovecot over loopback, that loop delivered about 5,000 messages/s where
 the socket itself carries about 50,000. This reader keeps the next windows' UID FETCH commands
 in flight while it reads the current one (RFC 3501 5.5 allows several commands at once; FETCH
-commands do not depend on each other), reads with the connection's own ``readline`` and
-``read`` (the documented imaplib methods, TLS or not), and returns each window's answer in
-the shape imaplib gives, so ``imap_parse.parse_fetch`` reads it unchanged.
+commands do not depend on each other) and reads with the connection's own ``readline`` and
+``read`` (the documented imaplib methods, TLS or not). The usual answer (UID, INTERNALDATE,
+RFC822.SIZE, one header literal) is read into its item as it arrives; anything else is kept
+in the shape imaplib gives and read by imapclient's parser (``imap_parse.merge_fetch``).
+
+Dovecot runs pipelined FETCH commands side by side: a command's tagged OK may come after some
+of the next command's data. So each answer goes to its window by its UID, never by where it
+is in the stream.
 
 Only FETCH data is kept. Other untagged responses the server may send meanwhile (EXISTS,
 EXPUNGE, FLAGS, OK) are skipped: the next sync sees their effect. ``* BYE`` and a closed
@@ -63,10 +68,8 @@ def literal_size(line: bytes) -> int | None:
 
 
 def fetch_message_number(line: bytes) -> int | None:
-    """For ``* 12 FETCH (...``: where the data after ``* `` starts minus the word FETCH.
-
-    Returns the index of the space before "FETCH" or None when the line is another untagged
-    response (EXISTS, EXPUNGE, OK ...).
+    """For ``* 12 FETCH (...``: the index of the space before FETCH, so that the line can be
+    cut to imaplib's "12 (..."; None for other untagged responses (EXISTS, EXPUNGE, OK).
     """
     space = line.find(b" ", 2)
     if space < 3 or not line[2:space].isdigit():

@@ -225,9 +225,8 @@ def parse_item(uid: int, item: Mapping[bytes, Any], *, folder: Folder, uidvalidi
     rec = parse_headers(header, me=me, fallback_dates=[("internaldate", internal)],
                         size=size if isinstance(size, int) else None, keep_subject=keep_subject,
                         from_sent_folder=sent)
-    where = location(folder.name, uidvalidity, uid)
     if isinstance(rec, Rejected):
-        return Quarantined(where, rec.reason)
+        return Quarantined(location(folder.name, uidvalidity, uid), rec.reason)
     return gmail_record(rec, item) if gmail else rec
 
 
