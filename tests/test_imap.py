@@ -17,7 +17,7 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -533,6 +533,16 @@ def fast_backoff(attempts: int = 2) -> Backoff:
     return Backoff(attempts=attempts, base=0.05, cap=0.2, rng=random.Random(1))
 
 
+def stop_after_batches(server: DovecotServer, count: int, commits: list[int]
+                       ) -> Callable[[str, int], None]:
+    """An on_commit hook: record each committed position, stop the server after ``count``."""
+    def hook(folder: str, last_uid: int) -> None:
+        commits.append(last_uid)
+        if len(commits) == count:
+            server.stop()
+    return hook
+
+
 def test_server_stopped_mid_sync_then_next_run_completes(
         dovecot_factory: Any, tmp_path: Path) -> None:
     server: DovecotServer = dovecot_factory(tls=False)
@@ -540,14 +550,8 @@ def test_server_stopped_mid_sync_then_next_run_completes(
     append_all(server.account, "INBOX", msgs)
     cfg = imap_config(tmp_path, server.account)
     commits: list[int] = []
-
-    def stop_after_second_batch(folder: str, last_uid: int) -> None:
-        commits.append(last_uid)
-        if len(commits) == 2:
-            server.stop()
-
     options = Options(chunk_uids=10, batch_messages=10, backoff=fast_backoff(),
-                      on_commit=stop_after_second_batch)
+                      on_commit=stop_after_batches(server, 2, commits))
     with pytest.raises(SourceError) as info:
         in_process(cfg, options)
     assert f"cannot connect to 127.0.0.1:{server.port}: Connection refused" in str(info.value)

@@ -23,7 +23,14 @@ from netaudit import db
 from netaudit.errors import DatabaseError, SourceError
 from tests.dovecot import DovecotServer, ImapAccount, sample_messages
 from tests.test_faults import _limit_file_size
-from tests.test_imap import append_all, fast_backoff, imap_config, in_process, query
+from tests.test_imap import (
+    append_all,
+    fast_backoff,
+    imap_config,
+    in_process,
+    query,
+    stop_after_batches,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,14 +94,9 @@ def test_server_stopped_mid_sync_with_the_child_writer(dovecot_factory: Any,
     append_all(server.account, "INBOX", sample_messages(80))
     cfg = imap_config(tmp_path, server.account)
     commits: list[int] = []
-
-    def stop_after_second_batch(folder: str, last_uid: int) -> None:
-        commits.append(last_uid)
-        if len(commits) == 2:
-            server.stop()
-
     with pytest.raises(SourceError):
-        in_process(cfg, child_options(backoff=fast_backoff(), on_commit=stop_after_second_batch))
+        in_process(cfg, child_options(backoff=fast_backoff(),
+                                      on_commit=stop_after_batches(server, 2, commits)))
     # every batch handed to the child before the failure was committed, whole, in order
     assert commits == list(range(10, 10 * len(commits) + 1, 10))
     stored = commits[-1]
