@@ -1,7 +1,8 @@
 """Who is who: addresses grouped into people, rebuilt from the stored events.
 
-The grouping is recomputed whole after every sync (it is cheap next to reading mail) and
-written to ``identities`` and ``identity_links``, which the public views read. Rules:
+The grouping is recomputed whole after every sync that changed what it reads (it is cheap
+next to reading mail) and written to ``identities`` and ``identity_links``, which the public
+views read. Rules:
 
 * my own addresses are never a person;
 * ``people merge A B`` joins two addresses; ``people ignore`` marks the whole person;
@@ -19,13 +20,15 @@ import datetime as dt
 import fnmatch
 import hashlib
 import itertools
+import json
 import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from netaudit.db import Connection
+from netaudit.db import PEOPLE_BUILT_FROM, Connection
 
 MOVE_GRACE = dt.timedelta(days=30)  # the old address may overlap the new one this long
 _ROLE_WORDS = {"support", "team", "info", "noreply", "no-reply", "notifications", "newsletter",
@@ -129,6 +132,39 @@ def _shared_threads(con: Connection, addresses: Iterable[str]) -> set[frozenset[
     return {frozenset(r) for r in rows}
 
 
+_RULES = hashlib.md5(Path(__file__).read_bytes()).hexdigest()  # these rules, as this file has them
+
+
+def _built_from(con: Connection, ignore_patterns: Sequence[str], max_recipients: int) -> str:
+    """What a grouping depends on besides the rows: these rules and the filters.
+
+    Writers clear the stored value (``db.people_inputs_changed``); the row counts are there as
+    well so that rows added or deleted by hand in DuckDB are not missed either.
+    """
+    counts = con.execute("""
+        SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM participants),
+               (SELECT count(*) FROM meetings), (SELECT count(*) FROM attendees),
+               (SELECT count(*) FROM me_addresses), (SELECT count(*) FROM person_decisions)
+        """).fetchone()
+    return json.dumps({"rules": _RULES, "ignore": list(ignore_patterns),
+                       "max_recipients": max_recipients, "rows": list(counts or ())})
+
+
+def refresh_if_stale(con: Connection, *, ignore_patterns: Sequence[str] = (),
+                     max_recipients: int = 10) -> bool:
+    """Regroup only when something the grouping reads changed; True when it ran.
+
+    A sync that brought nothing new then costs no regrouping (most daemon wake-ups and monthly
+    re-syncs). Runs inside the caller's write transaction.
+    """
+    stored = con.execute("SELECT value FROM settings WHERE key = ?",
+                         [PEOPLE_BUILT_FROM]).fetchone()
+    if stored and stored[0] == _built_from(con, ignore_patterns, max_recipients):
+        return False
+    refresh(con, ignore_patterns=ignore_patterns, max_recipients=max_recipients)
+    return True
+
+
 def refresh(con: Connection, *, ignore_patterns: Sequence[str] = (),
             max_recipients: int = 10) -> int:
     """Rebuild ``identities`` and ``identity_links``; returns the number of people.
@@ -194,4 +230,7 @@ def refresh(con: Connection, *, ignore_patterns: Sequence[str] = (),
     with con.appender("identity_links") as app:
         app.append_rows((person_id_for(groups.find(a)), a, b, since, reason)
                         for a, b, since, reason in links)
+    con.execute("DELETE FROM settings WHERE key = ?", [PEOPLE_BUILT_FROM])
+    con.execute("INSERT INTO settings VALUES (?, ?)",
+                [PEOPLE_BUILT_FROM, _built_from(con, ignore_patterns, max_recipients)])
     return len(members)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netaudit.db import Connection
+from netaudit.db import Connection, people_inputs_changed
 from netaudit.errors import UsageError
 from netaudit.privacy import forget_hash
 
@@ -21,6 +21,7 @@ def merge(con: Connection, a: str, b: str) -> None:
         raise UsageError("give two different addresses")
     con.execute("INSERT INTO person_decisions (kind, address, other) VALUES ('merge', ?, ?)",
                 [a, b])
+    people_inputs_changed(con)
 
 
 def ignore(con: Connection, address: str) -> None:
@@ -28,6 +29,7 @@ def ignore(con: Connection, address: str) -> None:
     if not _known(con, address):
         raise UsageError(f"no person has the address {address}")
     con.execute("INSERT INTO person_decisions (kind, address) VALUES ('ignore', ?)", [address])
+    people_inputs_changed(con)
 
 
 def forget(con: Connection, address: str) -> dict[str, int]:
@@ -64,4 +66,5 @@ def forget(con: Connection, address: str) -> dict[str, int]:
         [like, like])
     con.execute("INSERT INTO person_decisions (kind, address) VALUES ('forget', ?)",
                 [forget_hash(address)])
+    people_inputs_changed(con)
     return deleted

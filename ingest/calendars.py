@@ -144,6 +144,7 @@ def store_calendars(con: Connection, calendar: str, items: list[tuple[str, Calen
     _drop_orphan_attendees(con, calendar)
     con.execute("INSERT INTO meetings SELECT s.*, current_timestamp FROM stage_meetings s")
     con.execute("INSERT INTO attendees SELECT * FROM stage_attendees")
+    db.people_inputs_changed(con)
     return len(fresh), len(quarantined)
 
 
@@ -157,6 +158,7 @@ def forget_origin(con: Connection, calendar: str, origin: str) -> None:
     """A vdir file was deleted: its events are gone from the calendar."""
     con.execute("DELETE FROM meetings WHERE calendar = ? AND origin = ?", [calendar, origin])
     _drop_orphan_attendees(con, calendar)
+    db.people_inputs_changed(con)
 
 
 def _get_state(con: Connection, source: str, scope: str) -> tuple[str | None, ...] | None:

@@ -197,9 +197,11 @@ class AccountSync:
 
     # -- the run ---------------------------------------------------------------------------
 
-    def run(self) -> str:
-        with db.writer(self.cfg.database) as con:
-            self.positions = load_positions(con, self.source.name)
+    def run(self, positions: dict[str, Position] | None = None) -> str:
+        if positions is None:
+            with db.writer(self.cfg.database) as con:
+                positions = load_positions(con, self.source.name)
+        self.positions = dict(positions)
         backoff = self.options.backoff
         reconnects = 0
         try:
@@ -468,10 +470,12 @@ class AccountSync:
 
 
 def sync_imap(cfg: Config, source: Source, me: frozenset[str],
-              options: Options | None = None) -> str:
+              options: Options | None = None, *,
+              positions: dict[str, Position] | None = None) -> str:
     """Sync one [[imap]] account; returns the one-line summary, raises SourceError on failure.
 
     ``me`` are the addresses known as mine; the account login (when it is an address) and the
-    From of messages in the \\Sent folder are added to them and to the database.
+    From of messages in the \\Sent folder are added to them and to the database. ``positions``
+    are the account's stored ones when the caller read them in its own opening of the file.
     """
-    return AccountSync(cfg, source, me, options or Options()).run()
+    return AccountSync(cfg, source, me, options or Options()).run(positions)

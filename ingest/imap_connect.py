@@ -145,9 +145,10 @@ def describe_error(exc: BaseException, account: Account, secret: Secret | None =
     raise exc
 
 
-def _open_socket(account: Account, context: ssl.SSLContext) -> imapclient.IMAPClient:
+def _open_socket(account: Account, context: ssl.SSLContext | None) -> imapclient.IMAPClient:
     timeout = imapclient.SocketTimeout(connect=CONNECT_TIMEOUT, read=account.timeout)
     if account.security == "tls":
+        assert context is not None
         return imapclient.IMAPClient(account.host, port=account.port, ssl=True,
                                      ssl_context=context, timeout=timeout)
     if account.security == "plain" and not is_loopback(account.host):
@@ -175,8 +176,8 @@ def _starttls(client: imapclient.IMAPClient, account: Account, context: ssl.SSLC
 def connect(account: Account, credential: Callable[[bool], Secret]) -> imapclient.IMAPClient:
     """A logged-in client. ``credential(refresh)`` gives the password or token; for XOAUTH2 a
     refused token is fetched once more (it may have just expired, R-IMAP-20)."""
-    context = ssl_context(account.ca_file) if account.security != "plain" else \
-        ssl.create_default_context()
+    # Loading the system's trust store takes longer than a no-op sync; plain needs none.
+    context = ssl_context(account.ca_file) if account.security != "plain" else None
     try:
         client = _open_socket(account, context)
     except (OSError, imaplib.IMAP4.error) as exc:
@@ -184,6 +185,7 @@ def connect(account: Account, credential: Callable[[bool], Secret]) -> imapclien
     secret: Secret | None = None
     try:
         if account.security == "starttls":
+            assert context is not None
             _starttls(client, account, context)
         client.normalise_times = False  # aware INTERNALDATEs
         secret = credential(False)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ingest import local
-from ingest.store import BatchResult, record_source
+from ingest.store import BatchResult, known_me, record_source, remember_me
 from netaudit import db
 from netaudit.config import Config, Source
+from netaudit.db import Connection
 from netaudit.errors import DatabaseError, NetauditError, SourceError
 
 log = logging.getLogger(__name__)
@@ -34,13 +36,15 @@ def sync_local(cfg: Config, source: Source, me: frozenset[str]) -> str:
     return _summary(result.mail)
 
 
-def sync_one(cfg: Config, source: Source, me: frozenset[str]) -> str:
+def sync_one(cfg: Config, source: Source, me: frozenset[str],
+             positions: dict[str, Any] | None = None) -> str:
+    """One source; ``positions`` are an IMAP account's, when the caller has read them already."""
     if source.kind in ("maildir", "mbox"):
         return sync_local(cfg, source, me)
     if source.kind == "imap":
         from ingest.imap import sync_imap  # imapclient is loaded only when an account syncs
 
-        return sync_imap(cfg, source, me)
+        return sync_imap(cfg, source, me, positions=positions)
     if source.kind == "calendar":
         from ingest.calendars import sync_calendar
 
@@ -48,24 +52,47 @@ def sync_one(cfg: Config, source: Source, me: frozenset[str]) -> str:
     raise SourceError(f"{source.kind} sources are not supported by this version yet")
 
 
-def sync_all(cfg: Config, sources: Sequence[Source], echo: Callable[[str], None]) -> list[str]:
-    """Sync each source; print one summary line per source; return the names that failed."""
-    me = local.prepare_me(cfg.database, cfg.me, ())
+def sync_all(cfg: Config, sources: Sequence[Source], echo: Callable[[str], None],
+             then: Callable[[Connection], object] | None = None) -> list[str]:
+    """Sync each source; print one summary line per source; return the names that failed.
+
+    ``then`` runs in the same write as the last source's outcome (the CLI regroups people
+    there). A sync with nothing new thus opens the file twice: once here for my addresses and
+    the IMAP positions, once at the end.
+    """
+    positions: dict[str, dict[str, Any]] = {}
+    with db.writer(cfg.database) as con:
+        con.execute("BEGIN TRANSACTION")
+        remember_me(con, cfg.me, "config")
+        me = frozenset(known_me(con))
+        if any(s.kind == "imap" for s in sources):
+            from ingest.imap_commit import load_positions
+
+            positions = {s.name: load_positions(con, s.name) for s in sources if s.kind == "imap"}
+        con.execute("COMMIT")
     failed = []
-    for source in sources:
+    for i, source in enumerate(sources):
+        outcome: dict[str, str] = {}
         try:
-            summary = sync_one(cfg, source, me)
+            outcome["summary"] = sync_one(cfg, source, me, positions.get(source.name))
+            echo(f"{source.name}: {outcome['summary']}")
         except DatabaseError:
             raise
         except (NetauditError, OSError) as exc:
-            message = str(exc) if isinstance(exc, NetauditError) else f"{exc.strerror}: " \
-                f"{exc.filename}"
+            outcome["error"] = str(exc) if isinstance(exc, NetauditError) else \
+                f"{exc.strerror}: {exc.filename}"
             failed.append(source.name)
-            echo(f"{source.name}: failed: {message}")
-            with db.writer(cfg.database) as con:
-                record_source(con, source.name, source.kind, error=message)
-            continue
-        echo(f"{source.name}: {summary}")
+            echo(f"{source.name}: failed: {outcome['error']}")
+        last = i == len(sources) - 1
         with db.writer(cfg.database) as con:
-            record_source(con, source.name, source.kind, summary=summary)
+            con.execute("BEGIN TRANSACTION")
+            record_source(con, source.name, source.kind, **outcome)
+            if last and then is not None:
+                then(con)
+            con.execute("COMMIT")
+    if not sources and then is not None:
+        with db.writer(cfg.database) as con:
+            con.execute("BEGIN TRANSACTION")
+            then(con)
+            con.execute("COMMIT")
     return failed

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.headers import MessageRecord
-from netaudit.db import Connection
+from netaudit.db import Connection, people_inputs_changed
 from netaudit.privacy import forget_hash
 
 MESSAGE_COLUMNS = (
@@ -179,6 +179,8 @@ def write_rows(con: Connection, source: str, rows: Rows,
         JOIN stage_messages s ON s.seq = p.seq""")
     row = con.execute("SELECT count(*) FROM stage_chosen").fetchone()
     new = int(row[0]) if row else 0
+    if new:
+        people_inputs_changed(con)
     if bounces:
         write_bounces(con, bounces)
     write_quarantine(con, source, quarantined)
@@ -235,6 +237,7 @@ def remember_me(con: Connection, addresses: Iterable[str], origin: str) -> int:
     con.execute("""
         UPDATE messages SET direction = 'sent'
         WHERE direction = 'received' AND from_addr IN (SELECT address FROM me_addresses)""")
+    people_inputs_changed(con)
     return len(new)
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,7 @@ def sync(app: App, source_name: str | None) -> None:
     if not chosen:
         raise UsageError("no sources configured; add [[imap]], [[maildir]], [[mbox]] or "
                          f"[[calendar]] tables to {cfg.path or 'your config'}")
-    failed = sources.sync_all(cfg, chosen, echo=click.echo)
-    _refresh_people(cfg)
+    failed = sources.sync_all(cfg, chosen, echo=click.echo, then=_regroup(cfg))
     if failed:
         raise SourceError(f"{len(failed)} of {len(chosen)} sources failed: "
                           + ", ".join(failed))
@@ -242,8 +242,7 @@ def demo(app: App, directory: Path | None, messages: int) -> None:
         f"path = {json.dumps(str(maildir))}\n")
     config_file.chmod(0o600)
     cfg = config.load(str(config_file))
-    failed = sources.sync_all(cfg, cfg.sources, echo=click.echo)
-    _refresh_people(cfg)
+    failed = sources.sync_all(cfg, cfg.sources, echo=click.echo, then=_regroup(cfg))
     with db.reader(cfg.database) as con:
         _print_status(status_mod.collect(con, cfg))
     from analysis import render, report
@@ -279,14 +278,22 @@ def rebuild(app: App, drop_missing: bool) -> None:
     click.echo(f"Rebuilt {cfg.database}; the previous file is {backup}")
 
 
-def _refresh_people(cfg: config.Config) -> None:
-    """Regroup addresses into people after new events (see analysis/identity.py)."""
+def _regroup(cfg: config.Config) -> Callable[[db.Connection], bool]:
+    """Regroup addresses into people when what they are built from changed, inside the
+    caller's write transaction (see analysis/identity.py)."""
     from analysis import identity
 
+    def run(con: db.Connection) -> bool:
+        return identity.refresh_if_stale(con, ignore_patterns=cfg.filters["ignore"],
+                                         max_recipients=cfg.filters["max_recipients"])
+    return run
+
+
+def _refresh_people(cfg: config.Config) -> None:
+    """Regroup addresses into people after new events, in a write of its own."""
     with db.writer(cfg.database) as con:
         con.execute("BEGIN TRANSACTION")
-        identity.refresh(con, ignore_patterns=cfg.filters["ignore"],
-                         max_recipients=cfg.filters["max_recipients"])
+        _regroup(cfg)(con)
         con.execute("COMMIT")
 
 

@@ -200,6 +200,18 @@ def reader(path: Path, *, wait: float | None = None) -> Iterator[Connection]:
         con.close()
 
 
+PEOPLE_BUILT_FROM = "people_built_from"  # settings key: what identities were last built from
+
+
+def people_inputs_changed(con: Connection) -> None:
+    """Say, inside the writing transaction, that the people must be regrouped.
+
+    Every write to what ``analysis/identity.py`` reads calls this, so a sync that stored nothing
+    can skip the regrouping and a crash between a write and the regrouping cannot hide it.
+    """
+    con.execute("DELETE FROM settings WHERE key = ?", [PEOPLE_BUILT_FROM])
+
+
 def schema_version(con: Connection) -> int:
     exists = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_meta'"
@@ -256,5 +268,6 @@ def migrate(con: Connection, path: Path,
                 f"migration {m.version} ({m.name}) failed: {str(exc).splitlines()[0]}; "
                 f"the database was left at schema {m.version - 1}") from None
         applied.append(m.version)
+    people_inputs_changed(con)  # a migration may have changed what people are built from
     con.execute("CHECKPOINT")
     return applied

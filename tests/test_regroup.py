@@ -1,0 +1,160 @@
+"""People are regrouped after every change to what they are built from, and only then.
+
+A sync that brings nothing new skips the regrouping (it is most of a no-op sync's time). These
+tests plant a sentinel in ``identities`` that only a regrouping would remove, so they can tell
+"skipped" from "ran", and then make each kind of change a grouping depends on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ingest import local
+from tests import scenario
+from tests.conftest import Run, write_config
+
+SENTINEL = "Planted By The Test"
+NEW_FRIEND = "nova@newfriend.example"
+
+
+def config_text(db_path: Path, maildir: Path, calendar: Path, extra: str = "") -> str:
+    return (f'[netaudit]\ndatabase = "{db_path}"\nme = ["{scenario.ME}"]\n'
+            f'timezone = "UTC"\nhistory_start = 2024-01-01\n{extra}\n'
+            f'[[maildir]]\nname = "mail"\npath = "{maildir}"\n\n'
+            f'[[calendar]]\nname = "cal"\npath = "{calendar}"\n')
+
+
+def meeting(attendee: str, name: str) -> str:
+    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//netaudit tests//EN\r\n"
+            "BEGIN:VEVENT\r\nUID:regroup-1@tests.example\r\nDTSTAMP:20261101T090000Z\r\n"
+            "DTSTART:20261110T090000Z\r\nDTEND:20261110T100000Z\r\nSUMMARY:Coffee\r\n"
+            f"ORGANIZER:mailto:{scenario.ME}\r\n"
+            f"ATTENDEE;CN={name};PARTSTAT=ACCEPTED:mailto:{attendee}\r\n"
+            "END:VEVENT\r\nEND:VCALENDAR\r\n")
+
+
+@pytest.fixture
+def synced(tmp_path: Path, run: Run) -> dict[str, Path]:
+    maildir, _ = scenario.build(tmp_path)
+    calendar = tmp_path / "coffee.ics"
+    calendar.write_text(meeting("alex@cafe.example", "Alex Attendee"))
+    db_path = tmp_path / "n.duckdb"
+    cfg = write_config(tmp_path / "config.toml", config_text(db_path, maildir, calendar))
+    run("--config", str(cfg), "sync", check=True)
+    return {"cfg": cfg, "db": db_path, "maildir": maildir, "calendar": calendar}
+
+
+def plant(db_path: Path) -> None:
+    """A name no regrouping would write; an UPDATE keeps every row count as it was."""
+    con = duckdb.connect(str(db_path))
+    try:
+        con.execute("UPDATE identities SET name = ? WHERE address = ?",
+                    [SENTINEL, scenario.STEADY[0]])
+    finally:
+        con.close()
+
+
+def query(db_path: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def regrouped(db_path: Path) -> bool:
+    rows = query(db_path, f"SELECT count(*) FROM identities WHERE name = '{SENTINEL}'")
+    return rows[0][0] == 0
+
+
+def test_a_sync_with_nothing_new_skips_the_regrouping(synced: dict[str, Path], run: Run) -> None:
+    plant(synced["db"])
+    run("--config", str(synced["cfg"]), "sync", check=True)
+    assert not regrouped(synced["db"])
+    # New mail: regrouped, and the new address is a person.
+    scenario.Mailbox(synced["maildir"], counter=iter(range(10_000, 10_010))).write(
+        sender=(NEW_FRIEND, "Nova Friend"), to=[(scenario.ME, "")],
+        when=dt.datetime(2026, 6, 29, 9, 0, tzinfo=dt.UTC))
+    run("--config", str(synced["cfg"]), "sync", check=True)
+    assert regrouped(synced["db"])
+    assert query(synced["db"], f"SELECT name FROM identities WHERE address = '{NEW_FRIEND}'"
+                 ) == [("Nova Friend",)]
+
+
+def test_a_calendar_edit_that_keeps_every_count_regroups(synced: dict[str, Path],
+                                                         run: Run) -> None:
+    before = query(synced["db"], "SELECT count(*) FROM meetings UNION ALL "
+                                 "SELECT count(*) FROM attendees")
+    plant(synced["db"])
+    # Same event, one attendee replaced by another: no table changes its number of rows.
+    synced["calendar"].write_text(meeting("bea@cafe.example", "Bea Barista"))
+    st = synced["calendar"].stat()
+    os.utime(synced["calendar"], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    run("--config", str(synced["cfg"]), "sync", check=True)
+    assert query(synced["db"], "SELECT count(*) FROM meetings UNION ALL "
+                               "SELECT count(*) FROM attendees") == before
+    assert regrouped(synced["db"])
+    addresses = {r[0] for r in query(synced["db"], "SELECT address FROM identities")}
+    assert "bea@cafe.example" in addresses and "alex@cafe.example" not in addresses
+
+
+def test_changed_filters_regroup_without_new_data(synced: dict[str, Path], run: Run) -> None:
+    plant(synced["db"])
+    text = config_text(synced["db"], synced["maildir"], synced["calendar"],
+                       f'[filters]\nignore = ["{scenario.QUIET[0]}"]\nmax_recipients = 7\n')
+    write_config(synced["cfg"], text)
+    out = run("--config", str(synced["cfg"]), "sync", check=True).stdout
+    assert "0 new" in out and "0 changed files" in out  # nothing new came in
+    assert regrouped(synced["db"])
+    assert query(synced["db"], "SELECT ignored FROM identities WHERE address = "
+                               f"'{scenario.QUIET[0]}'") == [(True,)]
+    assert query(synced["db"], "SELECT value FROM settings WHERE key = 'max_recipients'"
+                 ) == [("7",)]
+
+
+def test_a_write_whose_regrouping_never_ran_is_regrouped_next_time(
+        synced: dict[str, Path], run: Run, tmp_path: Path) -> None:
+    """As after a crash between a committed batch and the regrouping: the store's write
+    alone (no CLI around it) must leave the people marked as out of date."""
+    plant(synced["db"])
+    extra = scenario.Mailbox(tmp_path / "extra", counter=iter(range(20_000, 20_010)))
+    extra.write(sender=(NEW_FRIEND, "Nova Friend"), to=[(scenario.ME, "")],
+                when=dt.datetime(2026, 6, 29, 9, 0, tzinfo=dt.UTC))
+    result = local.import_paths(synced["db"], "import", [tmp_path / "extra"],
+                                me=frozenset([scenario.ME])).mail
+    assert result.new == 1
+    assert not regrouped(synced["db"])  # nothing regrouped yet
+    run("--config", str(synced["cfg"]), "sync", check=True)  # brings nothing new itself
+    assert regrouped(synced["db"])
+    assert query(synced["db"], f"SELECT count(*) FROM identities WHERE address = "
+                               f"'{NEW_FRIEND}'") == [(1,)]
+
+
+def test_rows_added_by_hand_in_duckdb_regroup(synced: dict[str, Path], run: Run) -> None:
+    con = duckdb.connect(str(synced["db"]))
+    try:
+        key = con.execute("SELECT message_key FROM messages LIMIT 1").fetchone()
+        assert key is not None
+        con.execute("INSERT INTO participants (message_key, role, position, address, name) "
+                    "VALUES (?, 'cc', 99, 'hand@added.example', 'Hand Added')", [key[0]])
+        con.execute("UPDATE identities SET name = ? WHERE address = ?",
+                    [SENTINEL, scenario.STEADY[0]])
+    finally:
+        con.close()
+    run("--config", str(synced["cfg"]), "sync", check=True)
+    assert regrouped(synced["db"])
+    assert query(synced["db"], "SELECT name FROM identities WHERE address = "
+                               "'hand@added.example'") == [("Hand Added",)]
+
+
+def test_people_decisions_regroup(synced: dict[str, Path], run: Run) -> None:
+    plant(synced["db"])
+    run("--config", str(synced["cfg"]), "people", "ignore", scenario.PUSHY[0], check=True)
+    assert regrouped(synced["db"])
+    assert query(synced["db"], "SELECT ignored FROM identities WHERE address = "
+                               f"'{scenario.PUSHY[0]}'") == [(True,)]
