@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-test
 
 # IMAP sync against a local Dovecot, a bare imapclient loop and mbsync, in one run.
 bench-imap: $(VENV)/.installed-test dovecot isync
+	$(COMPILE)
 	$(BIN)/python benchmarks/bench_imap.py --messages 25000 45000
 
 # mbsync (Debian package isync), the benchmark's reference; installed as dovecot is.

@@ -1,6 +1,6 @@
 """Time `netaudit sync` of an IMAP account against a local Dovecot, and a no-op re-sync.
 
-    python benchmarks/bench_imap.py [--messages 25000 45000] [--chunk 250]
+    python benchmarks/bench_imap.py [--messages 25000 45000] [--chunk 250] [--repeat 3]
 
 Starts a private Dovecot on 127.0.0.1 (tests.dovecot.DovecotServer, rawlog off), APPENDs the
 generated messages of netaudit.sample (relay and DKIM headers, 1.5-8 KB bodies, 75 % bulk
@@ -15,6 +15,10 @@ mail) through IMAP as a mail client would (my own to Sent, the rest to INBOX), t
 - (c) `mbsync` pulling the same folders into a Maildir, when isync is installed;
 - a no-op re-sync: the CLI end to end, and the sync itself in-process (no interpreter start).
 
+(a), (b) and the no-op sync run ``--repeat`` times, alternating, and the median is reported
+with the range: on a shared machine one run can be a third slower than the next. mbsync,
+ten times longer, runs once.
+
 Prints a markdown table per mailbox size, and the ratios the targets are stated in.
 """
 
@@ -24,6 +28,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,9 +146,16 @@ def mbsync(workdir: Path, server: DovecotServer) -> float | None:
     return elapsed
 
 
-def measure(count: int, chunk: int) -> dict[str, Any]:
+def fresh_database(config: Path) -> None:
+    for path in config.parent.glob("n.duckdb*"):
+        path.unlink()
+
+
+def measure(count: int, chunk: int, repeat: int) -> dict[str, Any]:
     """Every figure for one mailbox of ``count`` messages, all in one run."""
     workdir = Path(tempfile.mkdtemp(prefix="netaudit-bench-imap-"))
+    runs: dict[str, list[float]] = {"sync": [], "bare": [], "noop": [], "noop_inproc": []}
+    rss = 0
     try:
         with DovecotServer(rawlog=False) as server:
             folders = fill(server, count)
@@ -151,17 +163,32 @@ def measure(count: int, chunk: int) -> dict[str, Any]:
             # Dovecot builds its index and header cache on the first FETCH of each message;
             # whoever reads first pays for it, so a first pass warms the server for both.
             cold_seconds, _ = bare_loop(server, chunk)
-            seconds, rss, summary = run_sync(config)
-            bare_seconds, bare_count = bare_loop(server, chunk)
-            noop_seconds, _, noop_summary = run_sync(config)
-            noop_inproc = noop_in_process(config)
+            for _ in range(repeat):
+                fresh_database(config)
+                seconds, peak, summary = run_sync(config)
+                runs["sync"].append(seconds)
+                rss = max(rss, peak)
+                bare_seconds, bare_count = bare_loop(server, chunk)
+                runs["bare"].append(bare_seconds)
+                noop_seconds, _, noop_summary = run_sync(config)
+                runs["noop"].append(noop_seconds)
+                runs["noop_inproc"].append(noop_in_process(config))
             mb = mbsync(workdir, server)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"n": count, "folders": folders, "cold": cold_seconds, "sync": seconds, "rss": rss,
-            "summary": summary, "bare": bare_seconds, "bare_count": bare_count,
-            "noop": noop_seconds, "noop_summary": noop_summary, "noop_inproc": noop_inproc,
-            "mbsync": mb}
+    return {"n": count, "folders": folders, "cold": cold_seconds, "rss": rss,
+            "summary": summary, "bare_count": bare_count, "noop_summary": noop_summary,
+            "mbsync": mb, "runs": runs,
+            **{key: statistics.median(values) for key, values in runs.items()}}
+
+
+def spread(r: dict[str, Any], key: str, digits: int = 2) -> str:
+    """'3.21 (2.98-3.60)': the median and the range of the repeated runs."""
+    values = r["runs"][key]
+    text = f"{statistics.median(values):.{digits}f}"
+    if len(values) > 1:
+        text += f" ({min(values):.{digits}f}-{max(values):.{digits}f})"
+    return text
 
 
 def report(r: dict[str, Any]) -> None:
@@ -171,9 +198,9 @@ def report(r: dict[str, Any]) -> None:
     print(f"# no-op sync: {r['noop_summary']}")
     print("| what | seconds | messages/s | peak RSS (MiB) |")
     print("|---|---:|---:|---:|")
-    print(f"| (a) `netaudit sync`, from scratch | {r['sync']:.2f} | {n / r['sync']:,.0f} | "
+    print(f"| (a) `netaudit sync`, from scratch | {spread(r, 'sync')} | {n / r['sync']:,.0f} | "
           f"{r['rss'] / 1024:.0f} |")
-    print(f"| (b) bare imapclient loop ({r['bare_count']:,} messages) | {r['bare']:.2f} | "
+    print(f"| (b) bare imapclient loop ({r['bare_count']:,} messages) | {spread(r, 'bare')} | "
           f"{r['bare_count'] / r['bare']:,.0f} | |")
     print(f"| (b) on a cold server (first FETCH after APPEND; warm-up, not compared) | "
           f"{r['cold']:.2f} | {r['bare_count'] / r['cold']:,.0f} | |")
@@ -181,11 +208,13 @@ def report(r: dict[str, Any]) -> None:
         print(f"| (c) `mbsync` into a Maildir | {r['mbsync']:.2f} | {n / r['mbsync']:,.0f} | |")
     else:
         print("| (c) `mbsync` | not installed (apt-get install isync) | | |")
-    print(f"| no-op re-sync, `netaudit sync` end to end | {r['noop']:.2f} | | |")
-    print(f"| no-op re-sync, the sync itself (in-process) | {r['noop_inproc']:.3f} | | |")
-    print(f"\n(a) / (b) time ratio: {r['sync'] / r['bare']:.2f} (target: at most 2)")
+    print(f"| no-op re-sync, `netaudit sync` end to end | {spread(r, 'noop')} | | |")
+    print(f"| no-op re-sync, the sync itself (in-process) | {spread(r, 'noop_inproc', 3)} | | |")
+    worst = max(r["runs"]["sync"])
+    print(f"\n(a) / (b) time ratio, medians: {r['sync'] / r['bare']:.2f} (target: at most 2)")
     if r["mbsync"] is not None:
-        print(f"(c) / (a) time ratio: {r['mbsync'] / r['sync']:.1f} (target: at least 10)")
+        print(f"(c) / (a) time ratio: {r['mbsync'] / r['sync']:.1f} with the median (a), "
+              f"{r['mbsync'] / worst:.1f} with the slowest (target: at least 10)")
 
 
 def main() -> None:
@@ -193,8 +222,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, nargs="+", default=[5000],
                         help="mailbox sizes; several show whether memory stays flat")
     parser.add_argument("--chunk", type=int, default=250)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of (a), (b) and the no-op sync; the median is reported")
     args = parser.parse_args()
-    results = [measure(n, args.chunk) for n in args.messages]
+    results = [measure(n, args.chunk, args.repeat) for n in args.messages]
     print(f"# {platform.python_implementation()} {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs; Dovecot on 127.0.0.1")
     for r in results:

@@ -33,12 +33,14 @@ from typing import Any
 import imapclient
 
 from ingest import dsn, imap_connect, secrets
-from ingest.headers import MessageRecord
+from ingest.headers import MessageRecord, might_be_dsn
 from ingest.imap_commit import (
     ChildWriter,
     CommitJob,
     Committed,
     Position,
+    Unparsed,
+    UnparsedItem,
     commit_job,
     load_positions,
 )
@@ -54,6 +56,7 @@ from ingest.imap_parse import (
     choose_folders,
     decode_part,
     find_dsn_part,
+    header_literal,
     location,
     next_span,
     parse_item,
@@ -80,6 +83,10 @@ PIPELINE_DEPTH = 3
 # Below this many UIDs to fetch a sync commits in its own process: starting the child writer
 # costs about 0.25 s of CPU, a 10,000-message batch about 0.3 s of DuckDB's work.
 CHILD_WRITER_UIDS = 20_000
+# The share of messages the child writer parses itself (Unparsed in ingest/imap_commit.py):
+# parsing is over half of the fetching process's time and the writer was idle most of it.
+# Measured on 45,000 messages (docs/benchmarks.md).
+WRITER_PARSE_SHARE = 0.5
 MAX_RECONNECTS = 20  # per sync, however much progress is made in between
 # A server that cannot be reached at the start of a run is most likely down or misconfigured:
 # one quick retry, then the account fails and the next run (or the daemon's timer) tries again.
@@ -108,6 +115,8 @@ class Batch:
     """Parsed messages waiting for their transaction, and the position they bring us to."""
 
     records: list[tuple[str, MessageRecord]] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)  # each record's place among the messages
+    unparsed: list[UnparsedItem] = field(default_factory=list)  # left to the child writer
     quarantined: list[Quarantined] = field(default_factory=list)
     bounces: list[Bounce] = field(default_factory=list)
     sent_from: set[str] = field(default_factory=set)
@@ -115,7 +124,16 @@ class Batch:
     started: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
-        return len(self.records) + len(self.quarantined)
+        return len(self.records) + len(self.unparsed) + len(self.quarantined)
+
+    def add(self, loc: str, record: MessageRecord) -> None:
+        self.seqs.append(len(self.records) + len(self.unparsed))
+        self.records.append((loc, record))
+
+    def leave(self, uid: int, header: bytes, item: Mapping[bytes, Any]) -> None:
+        size = item.get(b"RFC822.SIZE")
+        self.unparsed.append((len(self.records) + len(self.unparsed), uid, header,
+                              item.get(b"INTERNALDATE"), size if isinstance(size, int) else None))
 
 
 @dataclass
@@ -134,6 +152,8 @@ class Options:
     pipeline_depth: int = PIPELINE_DEPTH
     # A folder with at least this many UIDs to fetch starts the child writer.
     child_writer_uids: int = CHILD_WRITER_UIDS
+    # The share of messages the child writer parses (0: the fetching process parses all).
+    writer_parse_share: float = WRITER_PARSE_SHARE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +214,7 @@ class AccountSync:
         self.failures: dict[tuple[str, int], int] = {}
         self.careful_until: dict[str, int] = {}  # folder -> last UID of a window that failed
         self.writer: ChildWriter | None = None
+        self._share = 0.0  # how many messages are owed to the child writer's parsing
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -365,7 +386,7 @@ class AccountSync:
                     try:
                         response = pipeline.read().response()
                         found = self._take_window(client, pipeline, folder, uidvalidity, lo, hi,
-                                                  last, response, batch)
+                                                  last, response, batch, top - hi)
                     except (OSError, imaplib.IMAP4.abort, Transient):
                         failures = self.failures.get((folder.name, lo), 0)
                         self.failures[(folder.name, lo)] = failures + 1
@@ -387,15 +408,32 @@ class AccountSync:
 
     def _take_window(self, client: imapclient.IMAPClient, pipeline: FetchPipeline,
                      folder: Folder, uidvalidity: int, lo: int, hi: int, last: int,
-                     response: dict[int, dict[bytes, Any]], batch: Batch) -> int:
-        """Parse one window's FETCH answer into ``batch``; returns how many messages it held."""
+                     response: dict[int, dict[bytes, Any]], batch: Batch, left: int) -> int:
+        """Parse one window's FETCH answer into ``batch``; returns how many messages it held.
+
+        Some messages are left to the child writer to parse, except in a folder's last batch
+        (``left``: UIDs after this window): what the writer still has to do once the fetching
+        is over is time nothing else overlaps.
+        """
         me = frozenset(self.me)
         found = 0
         dsn_uids: dict[int, MessageRecord] = {}
+        share = self.options.writer_parse_share if self.writer is not None and \
+            not self.gmail and left >= self.options.batch_messages else 0.0
         for uid in sorted(response):
             if not isinstance(uid, int) or uid <= last or uid < lo or uid > hi:
                 continue  # "n:*" returns the last message even below n (R-IMAP-2)
-            parsed = parse_item(uid, response[uid], folder=folder, uidvalidity=uidvalidity,
+            item = response[uid]
+            if share:
+                self._share += share
+                if self._share >= 1.0:
+                    header = header_literal(item)
+                    if header is not None and not might_be_dsn(header):
+                        self._share -= 1.0
+                        batch.leave(uid, header, item)
+                        found += 1
+                        continue
+            parsed = parse_item(uid, item, folder=folder, uidvalidity=uidvalidity,
                                 me=me, keep_subject=self.cfg.store_subjects, gmail=self.gmail)
             if parsed is None:
                 continue
@@ -403,7 +441,7 @@ class AccountSync:
             if isinstance(parsed, Quarantined):
                 batch.quarantined.append(parsed)
                 continue
-            batch.records.append((location(folder.name, uidvalidity, uid), parsed))
+            batch.add(location(folder.name, uidvalidity, uid), parsed)
             if parsed.direction == "sent" and parsed.from_addr and (
                     folder.sent or self.gmail) and parsed.from_addr not in self.me:
                 batch.sent_from.add(parsed.from_addr)  # mine once the batch is committed
@@ -438,17 +476,20 @@ class AccountSync:
     def _commit(self, folder: Folder, uidvalidity: int, batch: Batch, out: FolderResult) -> None:
         """Messages, my sent-folder addresses, bounces and the new position: one transaction,
         here or in the child writer; the bookkeeping below runs once it is durable."""
+        unparsed = Unparsed(folder, uidvalidity, frozenset(self.me), self.cfg.store_subjects,
+                            tuple(batch.unparsed)) if batch.unparsed else None
         job = CommitJob(self.source.name, folder.name, Position(uidvalidity, batch.last_uid),
-                        message_rows(batch.records), tuple(batch.quarantined),
-                        tuple(batch.bounces), frozenset(batch.sent_from))
+                        message_rows(batch.records, batch.seqs), tuple(batch.quarantined),
+                        tuple(batch.bounces), frozenset(batch.sent_from), unparsed)
 
         def done(job: CommitJob, committed: Committed) -> None:
             self.positions[job.folder] = job.position
-            self.me |= job.sent_from
+            self.me |= job.sent_from | committed.sent_from
             out.result.add(committed.result)
             out.bounces += committed.bounces
-            log.debug("%s/%s: stored up to UID %d (%d new)", job.source, job.folder,
-                      job.position.last_uid, committed.result.new)
+            log.debug("%s/%s: stored up to UID %d (%d new, %d parsed by the writer)",
+                      job.source, job.folder, job.position.last_uid, committed.result.new,
+                      len(job.unparsed.items) if job.unparsed else 0)
             if self.options.on_commit is not None:
                 self.options.on_commit(job.folder, job.position.last_uid)
 

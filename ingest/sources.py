@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ingest import local
 from ingest.store import BatchResult, known_me, record_source, remember_me
 from netaudit import db
 from netaudit.config import Config, Source
@@ -31,6 +30,8 @@ def sync_local(cfg: Config, source: Source, me: frozenset[str]) -> str:
         raise SourceError(f"{path} is not a directory")
     if source.kind == "mbox" and not path.is_file():
         raise SourceError(f"{path} is not a file")
+    from ingest import local  # the mail file readers are loaded only for local sources
+
     result = local.import_paths(cfg.database, source.name, [path], me=me,
                                 keep_subject=cfg.store_subjects)
     return _summary(result.mail)

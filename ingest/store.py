@@ -109,17 +109,24 @@ class Rows:
     participants: list[ParticipantRow]
 
 
-def message_rows(records: Sequence[tuple[str, MessageRecord]]) -> Rows:
-    """Records (with their locations) as staging rows; pure."""
+def message_rows(records: Sequence[tuple[str, MessageRecord]],
+                 seqs: Sequence[int] | None = None) -> Rows:
+    """Records (with their locations) as staging rows; pure.
+
+    ``seqs`` are the records' places in their batch when it was split (the first copy of a
+    message key in batch order is the one stored); by default their order here.
+    """
     micros = _micros
-    messages = [
-        (index, r.message_key, r.message_id, loc, micros(r.date), r.date_source, r.from_addr,
-         r.from_name, r.direction, r.recipient_count, r.in_reply_to, " ".join(r.references),
-         r.subject, r.automated_reason, r.is_dsn, r.size, r.thread_hint)
-        for index, (loc, r) in enumerate(records)]
-    participants = [
-        (index, p.role, p.position, p.address, p.name)
-        for index, (_, r) in enumerate(records) for p in r.participants]
+    numbered = zip(seqs, records, strict=True) if seqs is not None else enumerate(records)
+    messages = []
+    participants = []
+    for index, (loc, r) in numbered:
+        messages.append(
+            (index, r.message_key, r.message_id, loc, micros(r.date), r.date_source, r.from_addr,
+             r.from_name, r.direction, r.recipient_count, r.in_reply_to, " ".join(r.references),
+             r.subject, r.automated_reason, r.is_dsn, r.size, r.thread_hint))
+        participants.extend([(index, p.role, p.position, p.address, p.name)
+                             for p in r.participants])
     return Rows(messages, participants)
 
 

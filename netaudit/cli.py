@@ -6,15 +6,18 @@ source or command failed, 2 usage or config error. A traceback means a bug.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import logging
+import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import click
@@ -544,30 +547,53 @@ def service_report_month(app: App, month: str | None, output_dir: Path | None) -
     click.echo(f"Wrote {target}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; the one place that turns errors into a message and an exit code."""
+    _leave(_run(argv))
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="netaudit", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+        return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(EXIT_FAILED)
+        return EXIT_FAILED
     except NetauditError as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except Exception as exc:
         explained = db.explain(exc)
         if explained is None:
             raise  # a bug: keep the traceback
         click.echo(f"Error: {explained}", err=True)
-        sys.exit(explained.exit_code)
+        return explained.exit_code
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        return 130
     except BrokenPipeError:
-        sys.exit(EXIT_FAILED)
-    sys.exit(0)
+        return EXIT_FAILED
+    return 0
+
+
+def _leave(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown when nothing else runs.
+
+    Freeing every object and unloading DuckDB takes 30-50 ms, a tenth of a `netaudit sync`
+    that finds nothing new. By now every database connection and child process is closed; the
+    exit handlers still run and the output is flushed. With another thread alive (the
+    daemon's) the usual exit waits for it.
+    """
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # logging's flush among them
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):  # a reader that left, or a closed stream
+        code = code or EXIT_FAILED
+    os._exit(code)

@@ -26,6 +26,7 @@ import pytest
 from imapclient.response_parser import parse_fetch_response
 
 from ingest import imap_parse, local
+from ingest.headers import MessageRecord
 from ingest.imap import Options, sync_imap
 from ingest.imap_connect import Backoff, ssl_context
 from ingest.imap_parse import (
@@ -35,6 +36,7 @@ from ingest.imap_parse import (
     find_dsn_part,
     gmail_record,
     header_literal,
+    internal_dates,
     is_throttled,
     parse_fetch,
     parse_item,
@@ -723,9 +725,40 @@ def test_fast_fetch_parser_matches_imapclient() -> None:
     assert sorted(ours) == sorted(theirs) == [41, 42, 43, 44]
     for uid in ours:
         assert header_literal(ours[uid]) == header_literal(theirs[uid])
-        for key in (b"RFC822.SIZE", b"INTERNALDATE", b"FLAGS", b"X-GM-LABELS"):
+        for key in (b"RFC822.SIZE", b"FLAGS", b"X-GM-LABELS"):
             assert ours[uid].get(key) == theirs[uid].get(key), (uid, key)
-    assert ours[41][b"INTERNALDATE"] == dt.datetime(2024, 3, 5, 8, 15, tzinfo=UTC)
+        # the fast path keeps INTERNALDATE's bytes; read, they are imapclient's datetime
+        assert internal_date(ours[uid]) == internal_date(theirs[uid]), uid
+    assert isinstance(ours[41][b"INTERNALDATE"], bytes)
+    assert internal_date(ours[41]) == dt.datetime(2024, 3, 5, 8, 15, tzinfo=UTC)
+    assert internal_date(ours[42]) == dt.datetime(2026, 11, 29, 4, 59, 59, tzinfo=UTC)
+    assert internal_date(ours[43]) is None
+
+
+def internal_date(item: dict[bytes, Any]) -> dt.datetime | None:
+    value = next(internal_dates(item.get(b"INTERNALDATE")))[1]
+    return value.astimezone(UTC) if value is not None else None
+
+
+def test_a_bad_internaldate_is_no_fallback_and_a_good_date_needs_none() -> None:
+    good = b"From: a@b.example\r\nDate: Tue, 5 Mar 2024 09:15:00 +0100\r\n\r\n"
+    bad = b"From: a@b.example\r\n\r\n"
+    data: list[Any] = [
+        (b'1 (UID 7 RFC822.SIZE 10 INTERNALDATE "31-Feb-2024 09:15:00 +0100" '
+         b"BODY[HEADER.FIELDS (FROM DATE)] {%d}" % len(good), good), b")",
+        (b'2 (UID 8 RFC822.SIZE 10 INTERNALDATE "not a date" '
+         b"BODY[HEADER.FIELDS (FROM DATE)] {%d}" % len(bad), bad), b")",
+        (b'3 (UID 9 RFC822.SIZE 10 INTERNALDATE " 1-Apr-2024 10:00:05 +0000" '
+         b"BODY[HEADER.FIELDS (FROM DATE)] {%d}" % len(bad), bad), b")"]
+    items = parse_fetch(data)
+    folder = Folder("INBOX")
+    recs = {uid: parse_item(uid, items[uid], folder=folder, uidvalidity=1, me=frozenset())
+            for uid in items}
+    assert isinstance(recs[7], MessageRecord) and recs[7].date_source == "header"
+    assert recs[7].date == dt.datetime(2024, 3, 5, 8, 15, tzinfo=UTC)
+    assert isinstance(recs[8], MessageRecord) and recs[8].date_source == "none"
+    assert isinstance(recs[9], MessageRecord) and recs[9].date_source == "internaldate"
+    assert recs[9].date == dt.datetime(2024, 4, 1, 10, 0, 5, tzinfo=UTC)
 
 
 def test_suggested_backoff_time() -> None:

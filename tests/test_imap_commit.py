@@ -9,6 +9,7 @@ or the parent is killed, and no child outlives its sync.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,10 +22,14 @@ import pytest
 from ingest.imap import Options
 from netaudit import db
 from netaudit.errors import DatabaseError, SourceError
+from tests.conftest import data_path
 from tests.dovecot import DovecotServer, ImapAccount, sample_messages
 from tests.test_faults import _limit_file_size
 from tests.test_imap import (
+    BOUNCES,
     append_all,
+    crlf,
+    enron_files,
     fast_backoff,
     imap_config,
     in_process,
@@ -107,6 +112,58 @@ def test_server_stopped_mid_sync_with_the_child_writer(dovecot_factory: Any,
     assert in_process(cfg, child_options()).startswith(f"INBOX {80 - stored} new")
     assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
         [(80, 80)]
+
+
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_messages_parsed_by_the_writer_are_stored_as_the_fetcher_would(
+        imap_account: ImapAccount, tmp_path: Path, share: float,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Real mail, bounces among it, garbage, one message twice with different recipients
+    (the first copy in UID order is the one kept) and a Sent folder whose From becomes mine:
+    the child writer parses its share, and every stored row is an inline sync's."""
+    bounces = [crlf(data_path("email-fixtures", *parts).read_bytes()) for parts in BOUNCES]
+    enron = [crlf(p.read_bytes()) for p in enron_files(30)]
+    twice = (b"From: Ann <ann@x.example>\r\nTo: robin@example.org\r\n"
+             b"Date: Tue, 5 Mar 2024 09:15:00 +0100\r\nMessage-ID: <same@x.example>\r\n"
+             b"Subject: twice\r\n\r\nHi.\r\n")
+    garbage = b"this is not a header line\r\nnor is this\r\n\r\nbody\r\n"
+    inbox = [*enron[:10], bounces[0], twice, *enron[10:20], garbage, *bounces[1:],
+             twice.replace(b"To: robin@", b"Cc: zoe@z.example\r\nTo: robin@"), *enron[20:]]
+    append_all(imap_account, "INBOX", inbox)
+    append_all(imap_account, "Sent", sample_messages(9, sender="robin@home.example"))
+    child_cfg = imap_config(tmp_path, imap_account)
+    caplog.set_level("DEBUG", logger="ingest.imap")
+    summary = in_process(child_cfg, child_options(writer_parse_share=share))
+    handed = sum(int(m.group(1)) for r in caplog.records
+                 if (m := re.search(r"(\d+) parsed by the writer", r.getMessage())))
+    # Windows of 10 UIDs with a whole batch (10) after them: INBOX 1-10 and 11-20; a
+    # folder's last batch is parsed by the fetcher (the writer's work after the fetching is
+    # what nothing overlaps). Of those, every message but the bounces can go.
+    eligible = [raw for raw in inbox[:20] if raw not in bounces]
+    assert len(inbox) == 38 and len(eligible) == 19
+    assert handed == (len(eligible) if share == 1.0 else
+                      pytest.approx(20 * share, abs=2))
+    (tmp_path / "inline").mkdir()
+    inline_cfg = imap_config(tmp_path / "inline", imap_account)
+    assert in_process(inline_cfg, Options(chunk_uids=10, batch_messages=10)) == summary
+    assert summary == f"INBOX {len(inbox) - 2} new (1 already stored), Sent 9 new " \
+                      f"({len(inbox) + 7} messages, 1 quarantined, 5 bounces)"
+
+    def rows(cfg: Path) -> list[list[tuple]]:
+        return [query(cfg, "SELECT * EXCLUDE (ingested_at) FROM messages ORDER BY location"),
+                query(cfg, "SELECT * FROM participants ORDER BY ALL"),
+                query(cfg, "SELECT * FROM bounces ORDER BY ALL"),
+                query(cfg, "SELECT source, location, reason FROM quarantine ORDER BY ALL"),
+                query(cfg, "SELECT scope, last_uid FROM sync_state ORDER BY scope"),
+                query(cfg, "SELECT address, origin FROM me_addresses ORDER BY ALL")]
+
+    child, inline = rows(child_cfg), rows(inline_cfg)
+    assert child == inline
+    assert len(child[2]) == 5 and len(child[3]) == 1
+    assert ("robin@home.example", "sent folder") in child[5]
+    # the first copy of <same@x.example> is stored: no Cc
+    assert query(child_cfg, "SELECT count(*) FROM participants WHERE message_key = "
+                            "'same@x.example' AND role = 'cc'") == [(0,)]
 
 
 # A sync in its own process, so that a test can limit its files or kill it.
