@@ -87,6 +87,10 @@ CHILD_WRITER_UIDS = 20_000
 # parsing is over half of the fetching process's time and the writer was idle most of it.
 # Measured on 45,000 messages (docs/benchmarks.md).
 WRITER_PARSE_SHARE = 0.5
+# With the child writer, the last folder's final batch is what is left once the fetching ends,
+# and a transaction costs more the larger it is (DuckDB's checkpoint included): the last
+# BATCH_MESSAGES of that folder are committed in batches this many times smaller.
+TAIL_SPLIT = 4
 MAX_RECONNECTS = 20  # per sync, however much progress is made in between
 # A server that cannot be reached at the start of a run is most likely down or misconfigured:
 # one quick retry, then the account fails and the next run (or the daemon's timer) tries again.
@@ -359,6 +363,8 @@ class AccountSync:
         batch = Batch(last_uid=last)
         label = f"{self.source.name}/{folder.name}"
         next_lo = last + 1
+        tail_after = top - opts.batch_messages if self.writer is not None and \
+            self.folders and folder == self.folders[-1] else top
         with progress.track(label, top - last, unit="UIDs") as advance:
             while planned or next_lo <= top:
                 # After a lost connection, one window at a time until past the place it
@@ -398,7 +404,9 @@ class AccountSync:
                 # Until past a window that failed, every window is committed on its own, so
                 # the narrowing above keeps what it has already fetched.
                 careful = hi <= self.careful_until.get(folder.name, 0)
-                if careful or len(batch) >= opts.batch_messages or hi == top or \
+                limit = opts.batch_messages if hi <= tail_after else \
+                    max(1, opts.batch_messages // TAIL_SPLIT)
+                if careful or len(batch) >= limit or hi == top or \
                         time.monotonic() - batch.started >= opts.batch_seconds:
                     self._commit(folder, uidvalidity, batch, out)
                     backoff.reset()

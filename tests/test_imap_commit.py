@@ -114,6 +114,25 @@ def test_server_stopped_mid_sync_with_the_child_writer(dovecot_factory: Any,
         [(80, 80)]
 
 
+def test_the_last_folder_ends_in_smaller_batches(imap_account: ImapAccount,
+                                                  tmp_path: Path) -> None:
+    """What the child writer still has to commit once the fetching ends is the wait nothing
+    overlaps: the last folder's final stretch goes in batches a quarter of the size."""
+    append_all(imap_account, "INBOX", sample_messages(25))
+    append_all(imap_account, "Sent", sample_messages(12, sender="robin@home.example"))
+    cfg = imap_config(tmp_path, imap_account)
+    commits: list[tuple[str, int]] = []
+    summary = in_process(cfg, Options(child_writer_uids=0, chunk_uids=2, batch_messages=8,
+                                      on_commit=lambda folder, uid: commits.append((folder,
+                                                                                    uid))))
+    assert summary == "INBOX 25 new, Sent 12 new (37 messages, 0 quarantined)"
+    assert [uid for folder, uid in commits if folder == "INBOX"] == [8, 16, 24, 25]
+    # Sent's last 8 UIDs (5-12) in batches of 2
+    assert [uid for folder, uid in commits if folder == "Sent"] == [6, 8, 10, 12]
+    assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
+        [(37, 37)]
+
+
 @pytest.mark.parametrize("share", [1.0, 0.5])
 def test_messages_parsed_by_the_writer_are_stored_as_the_fetcher_would(
         imap_account: ImapAccount, tmp_path: Path, share: float,
