@@ -1,4 +1,4 @@
-"""UID FETCH on the session's own connection: pipelined windows, read a line at a time.
+"""UID FETCH on the session's own connection: pipelined windows, read from its buffer.
 
 imaplib reads every response line through several regexes, files each untagged response in a
 dict of lists and hands the caller one command's answer only after the server has finished
@@ -8,8 +8,9 @@ the socket itself carries about 50,000. This reader keeps the next windows' UID 
 in flight while it reads the current one (RFC 3501 5.5 allows several commands at once; FETCH
 commands do not depend on each other) and reads with the connection's own ``readline`` and
 ``read`` (the documented imaplib methods, TLS or not). The usual answer (UID, INTERNALDATE,
-RFC822.SIZE, one header literal) is read into its item as it arrives; anything else is kept
-in the shape imaplib gives and read by imapclient's parser (``imap_parse.merge_fetch``).
+RFC822.SIZE, one header literal) is read into its item as it arrives, and every such answer
+already whole in the connection's read buffer is taken in one go; anything else is kept in
+the shape imaplib gives and read by imapclient's parser (``imap_parse.merge_fetch``).
 
 Dovecot runs pipelined FETCH commands side by side: a command's tagged OK may come after some
 of the next command's data. So each answer goes to its window by its UID, never by where it
@@ -28,6 +29,7 @@ windows).
 from __future__ import annotations
 
 import imaplib
+import io
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,10 +37,11 @@ from typing import Any
 
 import imapclient
 
-from ingest.imap_parse import fast_item, merge_fetch
+from ingest.imap_parse import FETCH_UNIT, atoms_item, fast_item, merge_fetch
 
 FetchData = list[Any]  # imaplib's shape: (prefix, literal) tuples, then the closing line
 _UID = re.compile(rb"[ (]UID (\d+)", re.IGNORECASE)
+_BUFFERED = 1 << 16  # peek asks for this much; a buffered reader gives what it holds
 
 
 @dataclass(slots=True)
@@ -135,6 +138,45 @@ class FetchPipeline:
                 if not window.done:
                     window.error, window.done = exc, True
 
+    def _take_buffered(self) -> bool:
+        """Take every usual answer that is whole in the connection's read buffer at once.
+
+        Reading them a line at a time (two readline calls, a read and the prefix's regexes
+        per message) was a quarter of the fetching process's time; here one regex finds each
+        answer in what the buffer already holds, and one read consumes them all. Anything
+        else (a tagged completion, another response, an answer not fully received) is left
+        for the line reader. Uses imaplib's buffered reader (``IMAP4.file``), which both its
+        plain and TLS connections have; without one it does nothing.
+        """
+        file = getattr(self.imap, "file", None)
+        if not isinstance(file, io.BufferedReader):
+            return False
+        buf = file.peek(_BUFFERED)
+        pos, end = 0, len(buf)
+        match = FETCH_UNIT.match
+        while pos < end:
+            m = match(buf, pos)
+            if m is None:
+                break
+            start = m.end()
+            stop = start + int(m.group(2))
+            if buf[stop:stop + 3] != b")\r\n":
+                break  # not all here yet, or not the usual shape
+            fast = atoms_item(m.group(1), buf[start:stop])
+            if fast is None:
+                break
+            uid, item = fast
+            owner = self._owner_of(uid)
+            if uid in owner.items:
+                owner.items[uid].update(item)
+            else:
+                owner.items[uid] = item
+            pos = stop + 3
+        if not pos:
+            return False
+        file.read(pos)  # consumed: what was peeked
+        return True
+
     def _owner(self, unit: FetchData) -> Window:
         """The window a FETCH response belongs to, by its UID.
 
@@ -160,7 +202,9 @@ class FetchPipeline:
 
     def _pump(self) -> None:
         """Read one response: a message's FETCH data (kept), another untagged response
-        (skipped) or one of our tagged completions."""
+        (skipped) or one of our tagged completions; or every usual answer already received."""
+        if self._take_buffered():
+            return
         readline, read = self.imap.readline, self.imap.read
         line = readline()
         if not line:

@@ -332,9 +332,22 @@ def fast_item(prefix: bytes, literal: bytes) -> tuple[int, dict[bytes, Any]] | N
     simple = _SIMPLE_ATOMS.match(head)
     if simple is None or _SIMPLE_TAIL.match(tail) is None:
         return None
+    return atoms_item(simple.group(1), literal)
+
+
+# The same shape as a whole answer in the bytes read from the server, literal announced
+# ("* 12 FETCH (UID 5 ... BODY[HEADER.FIELDS (...)] {332}\r\n"): group 1 the atoms, group 2
+# the literal's size. The closing ")" is checked after the literal. Atoms holding brackets,
+# braces or parentheses, even quoted, are left to the line reader.
+FETCH_UNIT = re.compile(rb'\* \d+ FETCH \(([^{}()\[\]\r\n]*) BODY\[HEADER\.FIELDS[^\]\r\n]*\]'
+                        rb' \{(\d+)\}\r\n')
+
+
+def atoms_item(atoms: bytes, literal: bytes) -> tuple[int, dict[bytes, Any]] | None:
+    """``fast_item`` once the atoms before the header literal are found ("UID 5 ...")."""
     item: dict[bytes, Any] = {b"BODY[HEADER.FIELDS]": literal}
     uid: int | None = None
-    for key, number, date_key, date, _gmail in _ATOM.findall(simple.group(1)):
+    for key, number, date_key, date, _gmail in _ATOM.findall(atoms):
         if number:
             if len(key) == 3:
                 uid = int(number)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import imaplib
 import re
+from typing import Any
 
 import imapclient
 import pytest
 from imapclient.response_parser import parse_fetch_response
 
+from ingest import imap_fetch
 from ingest.imap_fetch import FetchPipeline, fetch_message_number, literal_size
 from ingest.imap_parse import (
     FETCH_ITEMS,
@@ -80,6 +82,44 @@ def test_pipelined_windows_get_exactly_their_own_messages(imap_account: ImapAcco
         assert next(internal_dates(ours[b"INTERNALDATE"]))[1] == theirs[b"INTERNALDATE"]
         assert header_literal(ours) == header_literal(theirs)
         assert header_literal(ours).startswith(b"From: ")
+
+
+def test_answers_whole_in_the_read_buffer_are_taken_at_once(
+        imap_account: ImapAccount, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most answers are taken from the connection's buffer in bulk; those cut by the
+    buffer's end go through the line reader; every one equals imapclient's reading."""
+    long_to = ", ".join(f"Person {i} <person{i}@example.org>" for i in range(60))
+    raws = [raw.replace(b"To: bob@example.org", f"To: {long_to}".encode()) if i % 3 == 0
+            else raw for i, raw in enumerate(sample_messages(120))]
+    with imap_account.client() as conn:
+        for raw in raws:
+            conn.append("INBOX", raw)
+    counts = {"bulk": 0, "line": 0}
+
+    def counted(name: str, real: Any) -> Any:
+        def call(*args: Any) -> Any:
+            counts[name] += 1
+            return real(*args)
+        return call
+
+    monkeypatch.setattr(imap_fetch, "atoms_item", counted("bulk", imap_fetch.atoms_item))
+    monkeypatch.setattr(imap_fetch, "fast_item", counted("line", imap_fetch.fast_item))
+    with imap_account.client() as conn:
+        info = conn.select_folder("INBOX", readonly=True)
+        top = int(info[b"UIDNEXT"]) - 1
+        windows = fetch_all(conn, [(lo, min(top, lo + 39)) for lo in range(1, top + 1, 40)],
+                            depth=3)
+        conn.normalise_times = False
+        reference = conn.fetch(list(range(1, top + 1)), ITEMS)
+    merged = {uid: item for got in windows.values() for uid, item in got.items()}
+    assert sorted(merged) == list(range(1, 121))
+    assert counts["bulk"] + counts["line"] == 120
+    assert counts["bulk"] >= 80 and counts["line"] >= 1  # both readers were used
+    for uid, ours in merged.items():
+        theirs = reference[uid]
+        assert header_literal(ours) == header_literal(theirs)
+        assert ours[b"RFC822.SIZE"] == theirs[b"RFC822.SIZE"]
+        assert next(internal_dates(ours[b"INTERNALDATE"]))[1] == theirs[b"INTERNALDATE"]
 
 
 def test_sparse_windows_and_empty_ranges(imap_account: ImapAccount) -> None:
