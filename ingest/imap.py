@@ -3,7 +3,7 @@
 The position of each folder is the last UID stored, under the folder's UIDVALIDITY, in
 ``sync_state`` (scope = folder name). A run EXAMINEs each folder (read-only, so nothing is
 marked \\Seen); when UIDNEXT-1 is not beyond the position it moves on: one round trip per
-folder. Otherwise it FETCHes ``last+1:UIDNEXT-1`` in windows of about 250 UIDs, only
+folder. Otherwise it FETCHes ``last+1:UIDNEXT-1`` in windows of about 500 UIDs, only
 ``BODY.PEEK`` of the needed header fields, INTERNALDATE and RFC822.SIZE, and stores the
 messages together with the new position in one short transaction. A crash or a dropped
 connection therefore loses at most the batches not yet committed, and the message-key
@@ -58,6 +58,7 @@ from ingest.imap_parse import (
     find_dsn_part,
     header_literal,
     location,
+    mine_from_sent,
     next_span,
     parse_item,
     part_key,
@@ -106,7 +107,7 @@ POISON_FAILURES = 3
 
 
 def careful_span(span: int, failures: int) -> int:
-    """The UID window after ``failures`` lost connections at the same place: 250, 15, 1."""
+    """The UID window after ``failures`` lost connections at the same place: 500, 31, 1."""
     return max(1, span >> (4 * failures))
 
 @dataclass(slots=True)
@@ -452,9 +453,9 @@ class AccountSync:
                 batch.quarantined.append(parsed)
                 continue
             batch.add(location(folder.name, uidvalidity, uid), parsed)
-            if parsed.direction == "sent" and parsed.from_addr and (
-                    folder.sent or self.gmail) and parsed.from_addr not in self.me:
-                batch.sent_from.add(parsed.from_addr)  # mine once the batch is committed
+            address = mine_from_sent(parsed, folder, self.gmail, self.me)
+            if address is not None:
+                batch.sent_from.add(address)
             if parsed.is_dsn:
                 dsn_uids[uid] = parsed
         if dsn_uids:

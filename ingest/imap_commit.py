@@ -39,7 +39,7 @@ from typing import Any
 import duckdb
 
 from ingest.headers import MessageRecord
-from ingest.imap_parse import Folder, location, parse_message
+from ingest.imap_parse import Folder, location, mine_from_sent, parse_message
 from ingest.store import (
     BatchResult,
     Bounce,
@@ -101,9 +101,9 @@ class Unparsed:
                             "stored", folder.name, uid)
             records.append((location(folder.name, uidvalidity, uid), parsed))
             seqs.append(seq)
-            if folder.sent and parsed.direction == "sent" and parsed.from_addr and \
-                    parsed.from_addr not in me:
-                mine.add(parsed.from_addr)
+            address = mine_from_sent(parsed, folder, False, me)  # never Gmail's (ingest/imap.py)
+            if address is not None:
+                mine.add(address)
         return message_rows(records, seqs), quarantined, frozenset(mine)
 
 

@@ -165,17 +165,20 @@ class FetchPipeline:
             fast = atoms_item(m.group(1), buf[start:stop])
             if fast is None:
                 break
-            uid, item = fast
-            owner = self._owner_of(uid)
-            if uid in owner.items:
-                owner.items[uid].update(item)
-            else:
-                owner.items[uid] = item
+            self._keep(*fast)
             pos = stop + 3
         if not pos:
             return False
         file.read(pos)  # consumed: what was peeked
         return True
+
+    def _keep(self, uid: int, item: dict[bytes, Any]) -> None:
+        """A message's item read the fast way, filed with its window."""
+        owner = self._owner_of(uid)
+        if uid in owner.items:
+            owner.items[uid].update(item)
+        else:
+            owner.items[uid] = item
 
     def _owner(self, unit: FetchData) -> Window:
         """The window a FETCH response belongs to, by its UID.
@@ -239,12 +242,7 @@ class FetchPipeline:
                 prefix, literal = unit[0]
                 fast = fast_item(prefix, literal)
                 if fast is not None:
-                    uid, item = fast
-                    owner = self._owner_of(uid)
-                    if uid in owner.items:
-                        owner.items[uid].update(item)
-                    else:
-                        owner.items[uid] = item
+                    self._keep(*fast)
                     return
             owner = self._owner(unit)
             if owner.data is None:

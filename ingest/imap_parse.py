@@ -241,6 +241,16 @@ def parse_item(uid: int, item: Mapping[bytes, Any], *, folder: Folder, uidvalidi
     return gmail_record(rec, item) if gmail and isinstance(rec, MessageRecord) else rec
 
 
+def mine_from_sent(record: MessageRecord, folder: Folder, gmail: bool,
+                   me: frozenset[str] | set[str]) -> str | None:
+    """The From of a message in the \\Sent folder (or Gmail's \\Sent label) that is not yet
+    known as mine: it becomes mine when the message's batch commits."""
+    if record.direction == "sent" and record.from_addr and (folder.sent or gmail) and \
+            record.from_addr not in me:
+        return record.from_addr
+    return None
+
+
 def parse_message(uid: int, header: bytes, internal: Any, size: int | None, *, folder: Folder,
                   uidvalidity: int, me: frozenset[str], keep_subject: bool = False,
                   sent: bool | None = None) -> MessageRecord | Quarantined:
