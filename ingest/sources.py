@@ -38,14 +38,15 @@ def sync_local(cfg: Config, source: Source, me: frozenset[str]) -> str:
 
 
 def sync_one(cfg: Config, source: Source, me: frozenset[str],
-             positions: dict[str, Any] | None = None) -> str:
-    """One source; ``positions`` are an IMAP account's, when the caller has read them already."""
+             positions: dict[str, Any] | None = None, session: Any = None) -> str:
+    """One source; ``positions`` are an IMAP account's, when the caller has read them already,
+    ``session`` its login begun (``imap.log_in_ahead``)."""
     if source.kind in ("maildir", "mbox"):
         return sync_local(cfg, source, me)
     if source.kind == "imap":
         from ingest.imap import sync_imap  # imapclient is loaded only when an account syncs
 
-        return sync_imap(cfg, source, me, positions=positions)
+        return sync_imap(cfg, source, me, positions=positions, session=session)
     if source.kind == "calendar":
         from ingest.calendars import sync_calendar
 
@@ -59,8 +60,23 @@ def sync_all(cfg: Config, sources: Sequence[Source], echo: Callable[[str], None]
 
     ``then`` runs in the same write as the last source's outcome (the CLI regroups people
     there). A sync with nothing new thus opens the file twice: once here for my addresses and
-    the IMAP positions, once at the end.
+    the IMAP positions, once at the end. When the first source is an IMAP account, it logs in
+    meanwhile.
     """
+    session = None
+    if sources and sources[0].kind == "imap":
+        from ingest.imap import log_in_ahead
+
+        session = log_in_ahead(sources[0])
+    try:
+        return _sync_each(cfg, sources, echo, then, session)
+    finally:
+        if session is not None:
+            session.drop()  # used and closed already, unless reading the database failed
+
+
+def _sync_each(cfg: Config, sources: Sequence[Source], echo: Callable[[str], None],
+               then: Callable[[Connection], object] | None, session: Any) -> list[str]:
     positions: dict[str, dict[str, Any]] = {}
     with db.writer(cfg.database) as con:
         con.execute("BEGIN TRANSACTION")
@@ -75,7 +91,8 @@ def sync_all(cfg: Config, sources: Sequence[Source], echo: Callable[[str], None]
     for i, source in enumerate(sources):
         outcome: dict[str, str] = {}
         try:
-            outcome["summary"] = sync_one(cfg, source, me, positions.get(source.name))
+            outcome["summary"] = sync_one(cfg, source, me, positions.get(source.name),
+                                          session if i == 0 else None)
             echo(f"{source.name}: {outcome['summary']}")
         except DatabaseError:
             raise

@@ -27,7 +27,7 @@ from imapclient.response_parser import parse_fetch_response
 
 from ingest import imap_parse, local
 from ingest.headers import MessageRecord
-from ingest.imap import Options, sync_imap
+from ingest.imap import Options, log_in_ahead, sync_imap
 from ingest.imap_connect import Backoff, ssl_context
 from ingest.imap_parse import (
     Folder,
@@ -280,6 +280,31 @@ def test_wrong_password_fails_clearly(imap_account: ImapAccount, tmp_path: Path,
     assert wrong.encode() not in Path(tmp_path / "netaudit.duckdb").read_bytes()
 
 
+def test_login_ahead_hands_over_its_client_or_its_error(imap_account: ImapAccount,
+                                                        tmp_path: Path) -> None:
+    """`netaudit sync` logs in to its first account on a thread while it opens the database;
+    the sync then gets that very client, or the error the login ended with."""
+    good = config.load(str(imap_config(tmp_path, imap_account))).sources[0]
+    session = log_in_ahead(good)
+    client = session.open()
+    assert client.folder_status("INBOX", [b"MESSAGES"]) == {b"MESSAGES": 0}
+    assert session.open() is client
+    session.close()
+
+    (tmp_path / "wrong").mkdir()
+    wrong = "Wrong-" + pysecrets.token_urlsafe(10)
+    bad = config.load(str(imap_config(tmp_path / "wrong", imap_account, password=wrong)))
+    session = log_in_ahead(bad.sources[0])
+    with pytest.raises(SourceError) as failed:
+        session.open()
+    assert str(failed.value) == f"login failed for {imap_account.user}: authentication failed"
+
+    session = log_in_ahead(good)  # never used: dropping it waits for the login, then closes
+    session.drop()
+    assert session.client is None
+    assert not [t for t in threading.enumerate() if t.name == "login work"]
+
+
 def test_non_ascii_password_fails_clearly(dovecot: DovecotServer, tmp_path: Path,
                                          run: Run) -> None:
     account = dovecot.add_account(password="pässwörd-" + pysecrets.token_hex(4))
@@ -379,15 +404,19 @@ def test_incremental_fetches_only_new_and_noop_fetches_nothing(
 
     append_all(imap_account, "INBOX", sample_messages(3, subject="later"))
     earlier = rawlog_files(dovecot, user)
+    commands_before = len(imap_account.rawlog_commands())
     proc = sync(run, cfg)
     assert proc.stdout.strip() == "work: INBOX 3 new, Sent 0 new (3 messages, 0 quarantined)"
     assert header_fetch_ranges(fetch_lines(dovecot, user, skip=earlier)) == ["6:8"]
+    # Only the folder with something new is examined; Sent costs its STATUS alone.
+    assert imap_account.rawlog_commands()[commands_before:] == \
+        ["STATUS", "LIST", "EXAMINE", "UID FETCH", "STATUS", "LOGOUT"]
 
     commands_before = len(imap_account.rawlog_commands())
     proc = sync(run, cfg)
     assert proc.stdout.strip() == "work: INBOX 0 new, Sent 0 new (0 messages, 0 quarantined)"
     noop = imap_account.rawlog_commands()[commands_before:]
-    assert noop == ["LIST", "EXAMINE", "EXAMINE", "LOGOUT"]  # one round trip per folder
+    assert noop == ["STATUS", "LIST", "STATUS", "LOGOUT"]  # one round trip per folder
     assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == [(9, 9)]
 
 
@@ -433,7 +462,10 @@ def test_uidvalidity_change_rescans_without_duplicates_or_loss(
     assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == [(5, 5)]
     [(new_validity, last_uid)] = query(cfg, "SELECT uidvalidity, last_uid FROM sync_state")
     assert new_validity != old_validity and last_uid == 3
+    commands_before = len(imap_account.rawlog_commands())
     assert sync(run, cfg).stdout.strip() == "work: Projects 0 new (0 messages, 0 quarantined)"
+    # INBOX is not among the folders, so it is not asked about either
+    assert imap_account.rawlog_commands()[commands_before:] == ["LIST", "STATUS", "LOGOUT"]
 
 
 def test_garbage_headers_are_quarantined_and_the_rest_stored(
