@@ -10,9 +10,11 @@ places, so positions, forgotten addresses and "mine" move exactly alike.
 
 The child is used only for large syncs (starting one costs about a quarter of a second of
 CPU) and never when the process has a write gate (the daemon): the gate serializes the
-threads of one process and cannot see another process's writes. The child opens and closes
-the file for each job as every writer does, so readers get their turn between batches, and
-the parent opens the file itself only after ``flush``. Jobs run in the order they were
+threads of one process and cannot see another process's writes. Closing the file costs a
+checkpoint that grows with the table (40-130 ms per 10,000-message batch of a first sync,
+a quarter of the child's time), so the child keeps the file open from one job to the next,
+but never longer than HOLD_SECONDS: then, or when no job has come by that time, it closes
+the file, and a reader (which retries for 10 s) gets its turn. Jobs run in the order they were
 submitted, at most ``max_pending`` ahead of the parent, so memory stays bounded. When the
 parent dies the kernel kills the child (PR_SET_PDEATHSIG); a commit cut short is rolled back
 by DuckDB and its position never moved, so the next sync fetches that batch again.
@@ -22,14 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import logging
 import os
 import pickle
 import queue
+import select
 import signal
+import struct
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +61,8 @@ from netaudit.errors import DatabaseError
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 2  # jobs submitted and not yet committed, besides the one being written
+# The longest the child writer keeps the file open across jobs: the longest a reader waits.
+HOLD_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,61 +157,119 @@ def _count_bounces(con: db.Connection) -> int:
 def commit_job(database: Path, job: CommitJob) -> Committed:
     """The batch's transaction: its messages, its sent-folder addresses, its bounces and the
     folder's position all commit together, or none of them does."""
+    prepared = _prepare(job)  # parsed before the file is opened: the window stays short
+    with db.writer(database) as con:
+        return _commit_on(con, job, *prepared)
+
+
+_Prepared = tuple[Rows, list[Quarantined], frozenset[str]]
+
+
+def _prepare(job: CommitJob) -> _Prepared:
+    """The job's rows and quarantine entries, with those of its unparsed messages."""
     rows, quarantined, found_mine = job.rows, list(job.quarantined), frozenset[str]()
-    if job.unparsed is not None:  # parsed before the file is opened: the window stays short
+    if job.unparsed is not None:
         more, more_quarantined, found_mine = job.unparsed.parse()
         rows = Rows(rows.messages + more.messages, rows.participants + more.participants)
         quarantined += more_quarantined
+    return rows, quarantined, found_mine
+
+
+def _commit_on(con: db.Connection, job: CommitJob, rows: Rows, quarantined: list[Quarantined],
+               found_mine: frozenset[str]) -> Committed:
     sent_from = job.sent_from | found_mine
-    with db.writer(database) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            before = _count_bounces(con) if job.bounces else 0
-            result = write_rows(con, job.source, rows, quarantined, job.bounces)
-            bounces = _count_bounces(con) - before if job.bounces else 0
-            if sent_from:
-                remember_me(con, sent_from, "sent folder")
-            save_position(con, job.source, job.folder, job.position)
-            con.execute("COMMIT")
-        except BaseException:
-            # A COMMIT that failed (a full disk) has already ended the transaction; its own
-            # error is the one to report, not the ROLLBACK's "no transaction is active".
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
+    con.execute("BEGIN TRANSACTION")
+    try:
+        before = _count_bounces(con) if job.bounces else 0
+        result = write_rows(con, job.source, rows, quarantined, job.bounces)
+        bounces = _count_bounces(con) - before if job.bounces else 0
+        if sent_from:
+            remember_me(con, sent_from, "sent folder")
+        save_position(con, job.source, job.folder, job.position)
+        con.execute("COMMIT")
+    except BaseException:
+        # A COMMIT that failed (a full disk) has already ended the transaction; its own
+        # error is the one to report, not the ROLLBACK's "no transaction is active".
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
     return Committed(result, bounces, found_mine)
 
 
 # ---------------------------------------------------------------------------------------------
-# The child process: ``child_main(DATABASE)`` in a new interpreter, jobs in on stdin, results
-# out on stdout, one pickle each. A plain subprocess rather than multiprocessing, whose "spawn"
-# imports the parent's __main__ again and so depends on how netaudit was started.
+# The child process: ``child_main(DATABASE, HOLD)`` in a new interpreter, jobs in on stdin
+# (each a pickle after its length, so the child can tell whether the next one has arrived),
+# results out on stdout, one pickle each. A plain subprocess rather than multiprocessing,
+# whose "spawn" imports the parent's __main__ again and so depends on how netaudit was started.
+
+_LENGTH = struct.Struct("<Q")
 
 
-class _ChildState:
-    failed: str | None = None  # why an earlier job failed
+class _HeldFile:
+    """The child's connection: opened for a job, kept for the next until ``hold`` seconds."""
+
+    def __init__(self, path: Path, hold: float) -> None:
+        self.path = path
+        self.hold = hold
+        self._stack: contextlib.ExitStack | None = None
+        self._con: db.Connection | None = None
+        self._opened = 0.0
+        self.failed: str | None = None  # why an earlier job failed
+
+    def connection(self) -> db.Connection:
+        if self._con is None:
+            self._stack = contextlib.ExitStack()
+            self._con = self._stack.enter_context(db.writer(self.path))
+            self._opened = time.monotonic()
+        return self._con
+
+    def remaining(self) -> float:
+        """Seconds the file may stay open yet (0 when it is closed)."""
+        if self._con is None:
+            return 0.0
+        return max(0.0, self._opened + self.hold - time.monotonic())
+
+    def close(self) -> None:
+        stack, self._stack, self._con = self._stack, None, None
+        if stack is not None:
+            stack.close()  # DuckDB checkpoints the batches into the file here
+
+    def commit(self, job: CommitJob) -> Committed:
+        # Jobs queued behind a failed one may already be in the pipe; committing them would
+        # move the folder's position past the batch that was not stored.
+        if self.failed is not None:
+            raise DatabaseError(f"not written after an earlier failure: {self.failed}")
+        try:
+            prepared = _prepare(job)
+            return _commit_on(self.connection(), job, *prepared)
+        except BaseException as exc:
+            self.failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            with contextlib.suppress(Exception):
+                self.close()
+            if not isinstance(exc, duckdb.Error):
+                raise
+            # DuckDB's exceptions do not survive pickling; the parent gets the message the
+            # CLI would have printed for this error in its own process.
+            explained = db.explain(exc, self.path)
+            if explained is not None:
+                raise explained from None
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
 
 
-def _commit_in_child(path: Path, job: CommitJob) -> Committed:
-    # Jobs queued behind a failed one may already be in the pipe; committing them would
-    # move the folder's position past the batch that was not stored.
-    if _ChildState.failed is not None:
-        raise DatabaseError(f"not written after an earlier failure: {_ChildState.failed}")
-    try:
-        return commit_job(path, job)
-    except BaseException as exc:
-        _ChildState.failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if not isinstance(exc, duckdb.Error):
-            raise
-        # DuckDB's exceptions do not survive pickling; the parent gets the message the CLI
-        # would have printed for this error in its own process.
-        explained = db.explain(exc, path)
-        if explained is not None:
-            raise explained from None
-        raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+def _read_exactly(stream: io.RawIOBase, size: int) -> bytes | None:
+    """``size`` bytes, or None at the end of the stream (the parent is done)."""
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    while got < size:
+        n = stream.readinto(view[got:])
+        if not n:
+            return None
+        got += n
+    return bytes(data)
 
 
-def child_main(database: str) -> int:
+def child_main(database: str, hold: str = str(HOLD_SECONDS)) -> int:
     # Ctrl-C reaches the whole process group; the parent decides (it waits for the jobs
     # already handed over, which are complete batches).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -211,21 +277,30 @@ def child_main(database: str) -> int:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() == 1:
         return 1  # the parent died before the death signal was set
-    path = Path(database)
-    jobs, results = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        try:
-            job = pickle.load(jobs)
-        except EOFError:
-            return 0  # the parent is done
-        reply: tuple[str, Any]
-        try:
-            reply = ("ok", _commit_in_child(path, job))
-        except Exception as exc:
-            reply = ("error", exc if isinstance(exc, DatabaseError) else
-                     RuntimeError(f"{type(exc).__name__}: {exc}"))
-        pickle.dump(reply, results, protocol=pickle.HIGHEST_PROTOCOL)
-        results.flush()
+    held = _HeldFile(Path(database), float(hold))
+    jobs = io.FileIO(sys.stdin.fileno(), "rb", closefd=False)  # unbuffered: select tells all
+    results = sys.stdout.buffer
+    try:
+        while True:
+            wait = held.remaining()
+            if wait and not select.select([jobs], [], [], wait)[0]:
+                held.close()  # no job in time: let readers in
+            head = _read_exactly(jobs, _LENGTH.size)
+            data = _read_exactly(jobs, _LENGTH.unpack(head)[0]) if head else None
+            if data is None:
+                return 0  # the parent is done
+            reply: tuple[str, Any]
+            try:
+                reply = ("ok", held.commit(pickle.loads(data)))
+            except Exception as exc:
+                reply = ("error", exc if isinstance(exc, DatabaseError) else
+                         RuntimeError(f"{type(exc).__name__}: {exc}"))
+            if not held.remaining():
+                held.close()
+            pickle.dump(reply, results, protocol=pickle.HIGHEST_PROTOCOL)
+            results.flush()
+    finally:
+        held.close()
 
 
 Done = Callable[[CommitJob, Committed], None]
@@ -241,10 +316,11 @@ class ChildWriter:
     the GIL released), the reader turns the child's answers into a queue.
     """
 
-    def __init__(self, database: Path, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, database: Path, max_pending: int = MAX_PENDING,
+                 hold: float = HOLD_SECONDS) -> None:
         self.max_pending = max_pending
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_CODE, str(database)],
+            [sys.executable, "-c", _CHILD_CODE, str(database), str(hold)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env())
         self._outbox: queue.Queue[bytes | None] = queue.Queue()
         self._inbox: queue.Queue[Any] = queue.Queue()
@@ -258,7 +334,8 @@ class ChildWriter:
         return len(self._pending)
 
     def submit(self, job: CommitJob, on_done: Done) -> None:
-        self._outbox.put(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        self._outbox.put(_LENGTH.pack(len(data)) + data)
         self._pending.append((job, on_done))
         self.poll()
         while len(self._pending) > self.max_pending:
@@ -343,7 +420,7 @@ def _child_env() -> dict[str, str]:
 
 # Imported, not run with -m: the jobs' classes must be this module's, not __main__'s. The
 # child ends with os._exit: the parent waits for it, and the interpreter's teardown (every
-# object, DuckDB's module) costs 60 ms the child does not need; each job closes its
-# connection, and each answer is flushed as it is written.
+# object, DuckDB's module) costs 60 ms the child does not need; child_main closes the file
+# before it returns, and each answer is flushed as it is written.
 _CHILD_CODE = ("import os, sys; from ingest.imap_commit import child_main; "
-               "os._exit(child_main(sys.argv[1]))")
+               "os._exit(child_main(*sys.argv[1:]))")

@@ -19,9 +19,12 @@ from typing import Any
 
 import pytest
 
+from ingest.headers import parse_headers
 from ingest.imap import Options
+from ingest.imap_commit import ChildWriter, CommitJob, Position
+from ingest.store import message_rows
 from netaudit import db
-from netaudit.errors import DatabaseError, SourceError
+from netaudit.errors import DatabaseBusy, DatabaseError, SourceError
 from tests.conftest import data_path
 from tests.dovecot import DovecotServer, ImapAccount, sample_messages
 from tests.test_faults import _limit_file_size
@@ -294,3 +297,45 @@ def test_a_child_that_dies_is_one_clear_error(imap_account: ImapAccount,
     assert in_process(cfg, child_options()).startswith(f"INBOX {60 - stored} new")
     assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
         [(60, 60)]
+
+
+def test_the_child_keeps_the_file_between_jobs_and_lets_readers_in_when_idle(
+        tmp_path: Path) -> None:
+    """Closing the file costs a checkpoint, so the child keeps it open from one job to the
+    next; when no job comes within its hold, it closes it and a waiting reader gets in."""
+    path = tmp_path / "netaudit.duckdb"
+    with db.writer(path):
+        pass
+    records = [(f"INBOX;7;{i}", parse_headers(raw))
+               for i, raw in enumerate(sample_messages(12), start=1)]
+
+    def job(lo: int, hi: int) -> CommitJob:
+        return CommitJob("work", "INBOX", Position(7, hi), message_rows(records[lo:hi]))
+
+    new: list[int] = []
+    writer = ChildWriter(path, hold=3.0)
+    try:
+        writer.submit(job(0, 5), lambda _, done: new.append(done.result.new))
+        writer.submit(job(5, 10), lambda _, done: new.append(done.result.new))
+        writer.flush()
+        assert new == [5, 5]
+        wal = Path(f"{path}.wal")
+        assert wal.stat().st_size > 0  # committed, not yet checkpointed: the file is held
+        with pytest.raises(DatabaseBusy), db.reader(path, wait=0):
+            pass
+        with db.reader(path, wait=10) as con:  # the hold runs out with no job: it is let go
+            assert con.execute("SELECT count(*) FROM messages").fetchall() == [(10,)]
+            assert con.execute("SELECT last_uid FROM sync_state").fetchall() == [(10,)]
+        assert not wal.exists() or wal.stat().st_size == 0  # checkpointed on closing
+        writer.submit(job(10, 12), lambda _, done: new.append(done.result.new))
+        writer.flush()  # a later job opens the file again
+    finally:
+        writer.close()
+    assert new == [5, 5, 2]
+    assert query_path(path, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
+        [(12, 12)]
+
+
+def query_path(path: Path, sql: str) -> list[tuple]:
+    with db.reader(path) as con:
+        return con.execute(sql).fetchall()
