@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.store import BatchResult, known_me, record_source, remember_me
 from netaudit import db
 from netaudit.config import Config, Source
 from netaudit.db import Connection
 from netaudit.errors import DatabaseError, NetauditError, SourceError
+
+if TYPE_CHECKING:
+    from ingest.imap import Session
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ def sync_local(cfg: Config, source: Source, me: frozenset[str]) -> str:
 
 
 def sync_one(cfg: Config, source: Source, me: frozenset[str],
-             positions: dict[str, Any] | None = None, session: Any = None) -> str:
+             positions: dict[str, Any] | None = None, session: Session | None = None) -> str:
     """One source; ``positions`` are an IMAP account's, when the caller has read them already,
     ``session`` its login begun (``imap.log_in_ahead``)."""
     if source.kind in ("maildir", "mbox"):
@@ -63,7 +66,7 @@ def sync_all(cfg: Config, sources: Sequence[Source], echo: Callable[[str], None]
     the IMAP positions, once at the end. When the first source is an IMAP account, it logs in
     meanwhile.
     """
-    session = None
+    session: Session | None = None
     if sources and sources[0].kind == "imap":
         from ingest.imap import log_in_ahead
 
@@ -76,7 +79,8 @@ def sync_all(cfg: Config, sources: Sequence[Source], echo: Callable[[str], None]
 
 
 def _sync_each(cfg: Config, sources: Sequence[Source], echo: Callable[[str], None],
-               then: Callable[[Connection], object] | None, session: Any) -> list[str]:
+               then: Callable[[Connection], object] | None,
+               session: Session | None) -> list[str]:
     positions: dict[str, dict[str, Any]] = {}
     with db.writer(cfg.database) as con:
         con.execute("BEGIN TRANSACTION")

@@ -5,16 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 APP = "netaudit"
+
+# platformdirs is imported when a path is first asked for: a command given --config and a
+# database path never needs it, and importing it costs more than some commands take.
 
 
 def config_file() -> Path:
+    import platformdirs
+
     return platformdirs.user_config_path(APP) / "config.toml"
 
 
 def data_dir() -> Path:
+    import platformdirs
+
     return platformdirs.user_data_path(APP)
 
 
