@@ -14,7 +14,9 @@ threads of one process and cannot see another process's writes. Closing the file
 checkpoint that grows with the table (40-130 ms per 10,000-message batch of a first sync,
 a quarter of the child's time), so the child keeps the file open from one job to the next,
 but never longer than HOLD_SECONDS: then, or when no job has come by that time, it closes
-the file, and a reader (which retries for 10 s) gets its turn. Jobs run in the order they were
+the file, and a reader (which retries for 10 s) gets its turn. What DuckDB holds in memory
+for an open file grows with what was written since it was opened, so the child also closes
+it after HOLD_MESSAGES, however fast they come. Jobs run in the order they were
 submitted, at most ``max_pending`` ahead of the parent, so memory stays bounded. When the
 parent dies the kernel kills the child (PR_SET_PDEATHSIG); a commit cut short is rolled back
 by DuckDB and its position never moved, so the next sync fetches that batch again.
@@ -63,6 +65,7 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 2  # jobs submitted and not yet committed, besides the one being written
 # The longest the child writer keeps the file open across jobs: the longest a reader waits.
 HOLD_SECONDS = 2.0
+HOLD_MESSAGES = 20_000  # ... and the most messages it writes before closing it
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +211,14 @@ _LENGTH = struct.Struct("<Q")
 class _HeldFile:
     """The child's connection: opened for a job, kept for the next until ``hold`` seconds."""
 
-    def __init__(self, path: Path, hold: float) -> None:
+    def __init__(self, path: Path, hold: float, hold_messages: int = HOLD_MESSAGES) -> None:
         self.path = path
         self.hold = hold
+        self.hold_messages = hold_messages
         self._stack: contextlib.ExitStack | None = None
         self._con: db.Connection | None = None
         self._opened = 0.0
+        self._written = 0  # messages committed since the file was opened
         self.failed: str | None = None  # why an earlier job failed
 
     def connection(self) -> db.Connection:
@@ -221,11 +226,12 @@ class _HeldFile:
             self._stack = contextlib.ExitStack()
             self._con = self._stack.enter_context(db.writer(self.path))
             self._opened = time.monotonic()
+            self._written = 0
         return self._con
 
     def remaining(self) -> float:
-        """Seconds the file may stay open yet (0 when it is closed)."""
-        if self._con is None:
+        """Seconds the file may stay open yet (0 when it is closed or has had its share)."""
+        if self._con is None or self._written >= self.hold_messages:
             return 0.0
         return max(0.0, self._opened + self.hold - time.monotonic())
 
@@ -241,7 +247,9 @@ class _HeldFile:
             raise DatabaseError(f"not written after an earlier failure: {self.failed}")
         try:
             prepared = _prepare(job)
-            return _commit_on(self.connection(), job, *prepared)
+            committed = _commit_on(self.connection(), job, *prepared)
+            self._written += len(prepared[0].messages)
+            return committed
         except BaseException as exc:
             self.failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             with contextlib.suppress(Exception):
@@ -269,7 +277,8 @@ def _read_exactly(stream: io.RawIOBase, size: int) -> bytes | None:
     return bytes(data)
 
 
-def child_main(database: str, hold: str = str(HOLD_SECONDS)) -> int:
+def child_main(database: str, hold: str = str(HOLD_SECONDS),
+               hold_messages: str = str(HOLD_MESSAGES)) -> int:
     # Ctrl-C reaches the whole process group; the parent decides (it waits for the jobs
     # already handed over, which are complete batches).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -277,7 +286,7 @@ def child_main(database: str, hold: str = str(HOLD_SECONDS)) -> int:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() == 1:
         return 1  # the parent died before the death signal was set
-    held = _HeldFile(Path(database), float(hold))
+    held = _HeldFile(Path(database), float(hold), int(hold_messages))
     jobs = io.FileIO(sys.stdin.fileno(), "rb", closefd=False)  # unbuffered: select tells all
     results = sys.stdout.buffer
     try:
@@ -317,10 +326,10 @@ class ChildWriter:
     """
 
     def __init__(self, database: Path, max_pending: int = MAX_PENDING,
-                 hold: float = HOLD_SECONDS) -> None:
+                 hold: float = HOLD_SECONDS, hold_messages: int = HOLD_MESSAGES) -> None:
         self.max_pending = max_pending
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_CODE, str(database), str(hold)],
+            [sys.executable, "-c", _CHILD_CODE, str(database), str(hold), str(hold_messages)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env())
         self._outbox: queue.Queue[bytes | None] = queue.Queue()
         self._inbox: queue.Queue[Any] = queue.Queue()

@@ -336,6 +336,30 @@ def test_the_child_keeps_the_file_between_jobs_and_lets_readers_in_when_idle(
         [(12, 12)]
 
 
+def test_the_child_lets_the_file_go_after_its_share_of_messages(tmp_path: Path) -> None:
+    """What DuckDB holds for an open file grows with what was written since: after
+    ``hold_messages`` the file is closed at once, however soon the next job comes."""
+    path = tmp_path / "netaudit.duckdb"
+    with db.writer(path):
+        pass
+    records = [(f"INBOX;7;{i}", parse_headers(raw))
+               for i, raw in enumerate(sample_messages(9), start=1)]
+    writer = ChildWriter(path, hold=60.0, hold_messages=6)
+    try:
+        job = CommitJob("work", "INBOX", Position(7, 4), message_rows(records[:4]))
+        writer.submit(job, lambda *_: None)
+        writer.flush()
+        with pytest.raises(DatabaseBusy), db.reader(path, wait=0):
+            pass  # 4 of 6: held
+        job = CommitJob("work", "INBOX", Position(7, 9), message_rows(records[4:]))
+        writer.submit(job, lambda *_: None)
+        writer.flush()
+        with db.reader(path, wait=0) as con:  # 9 of 6: closed before the answer was sent
+            assert con.execute("SELECT count(*) FROM messages").fetchall() == [(9,)]
+    finally:
+        writer.close()
+
+
 def query_path(path: Path, sql: str) -> list[tuple]:
     with db.reader(path) as con:
         return con.execute(sql).fetchall()
