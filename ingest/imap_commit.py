@@ -300,7 +300,10 @@ def child_main(database: str, hold: str = str(HOLD_SECONDS),
                 return 0  # the parent is done
             reply: tuple[str, Any]
             try:
-                reply = ("ok", held.commit(pickle.loads(data)))
+                job = pickle.loads(data)
+                del data  # not kept through the commit and the checkpoint: a batch's size
+                reply = ("ok", held.commit(job))
+                del job
             except Exception as exc:
                 reply = ("error", exc if isinstance(exc, DatabaseError) else
                          RuntimeError(f"{type(exc).__name__}: {exc}"))
