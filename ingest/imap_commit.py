@@ -200,16 +200,30 @@ def _commit_on(con: db.Connection, job: CommitJob, rows: Rows, quarantined: list
 
 
 # ---------------------------------------------------------------------------------------------
-# The child process: ``child_main(DATABASE, HOLD)`` in a new interpreter, jobs in on stdin
+# The child process: ``child_main(DATABASE, HOLD, HOLD_MESSAGES)`` in a new interpreter, jobs
+# in on stdin
 # (each a pickle after its length, so the child can tell whether the next one has arrived),
 # results out on stdout, one pickle each. A plain subprocess rather than multiprocessing,
-# whose "spawn" imports the parent's __main__ again and so depends on how netaudit was started.
+# whose "spawn" imports the parent's __main__ again and so depends on how netaudit was
+# started.
 
 _LENGTH = struct.Struct("<Q")
 
 
+def _reportable(exc: BaseException, path: Path) -> Exception:
+    """The error as the parent gets it: DuckDB's exceptions do not survive pickling, so a
+    DuckDB error becomes the message the CLI would have printed for it in its own process."""
+    if isinstance(exc, DatabaseError):
+        return exc
+    explained = db.explain(exc, path)
+    if explained is not None:
+        return explained
+    return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
 class _HeldFile:
-    """The child's connection: opened for a job, kept for the next until ``hold`` seconds."""
+    """The child's connection: opened for a job, kept for the next ones until ``hold``
+    seconds have passed or ``hold_messages`` are written."""
 
     def __init__(self, path: Path, hold: float, hold_messages: int = HOLD_MESSAGES) -> None:
         self.path = path
@@ -236,9 +250,18 @@ class _HeldFile:
         return max(0.0, self._opened + self.hold - time.monotonic())
 
     def close(self) -> None:
+        """DuckDB checkpoints the batches into the file here; when it cannot (a full disk),
+        it keeps them in its WAL and says nothing. Any other failure here fails every
+        later job, with the reason."""
         stack, self._stack, self._con = self._stack, None, None
-        if stack is not None:
-            stack.close()  # DuckDB checkpoints the batches into the file here
+        if stack is None:
+            return
+        try:
+            stack.close()
+        except Exception as exc:
+            error = _reportable(exc, self.path)
+            self.failed = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise error from None
 
     def commit(self, job: CommitJob) -> Committed:
         # Jobs queued behind a failed one may already be in the pipe; committing them would
@@ -256,12 +279,7 @@ class _HeldFile:
                 self.close()
             if not isinstance(exc, duckdb.Error):
                 raise
-            # DuckDB's exceptions do not survive pickling; the parent gets the message the
-            # CLI would have printed for this error in its own process.
-            explained = db.explain(exc, self.path)
-            if explained is not None:
-                raise explained from None
-            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+            raise _reportable(exc, self.path) from None
 
 
 def _read_exactly(stream: io.RawIOBase, size: int) -> bytes | None:
@@ -293,7 +311,8 @@ def child_main(database: str, hold: str = str(HOLD_SECONDS),
         while True:
             wait = held.remaining()
             if wait and not select.select([jobs], [], [], wait)[0]:
-                held.close()  # no job in time: let readers in
+                with contextlib.suppress(Exception):  # the next job reports a failure
+                    held.close()  # no job in time: let readers in
             head = _read_exactly(jobs, _LENGTH.size)
             data = _read_exactly(jobs, _LENGTH.unpack(head)[0]) if head else None
             if data is None:
@@ -305,14 +324,19 @@ def child_main(database: str, hold: str = str(HOLD_SECONDS),
                 reply = ("ok", held.commit(job))
                 del job
             except Exception as exc:
-                reply = ("error", exc if isinstance(exc, DatabaseError) else
-                         RuntimeError(f"{type(exc).__name__}: {exc}"))
+                reply = ("error", _reportable(exc, held.path))
             if not held.remaining():
-                held.close()
+                try:
+                    held.close()
+                except Exception as exc:  # committed, but in the WAL only: say why
+                    reply = ("error", exc)
             pickle.dump(reply, results, protocol=pickle.HIGHEST_PROTOCOL)
             results.flush()
     finally:
-        held.close()
+        try:
+            held.close()
+        except Exception as exc:  # after the last answer; the parent's output shows this line
+            log.error("netaudit: %s", exc)
 
 
 Done = Callable[[CommitJob, Committed], None]
