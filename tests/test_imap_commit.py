@@ -313,7 +313,7 @@ def test_the_child_keeps_the_file_between_jobs_and_lets_readers_in_when_idle(
         return CommitJob("work", "INBOX", Position(7, hi), message_rows(records[lo:hi]))
 
     new: list[int] = []
-    writer = ChildWriter(path, hold=3.0)
+    writer = ChildWriter(path, hold=5.0)  # long enough for a loaded machine to check it
     try:
         writer.submit(job(0, 5), lambda _, done: new.append(done.result.new))
         writer.submit(job(5, 10), lambda _, done: new.append(done.result.new))
@@ -323,7 +323,7 @@ def test_the_child_keeps_the_file_between_jobs_and_lets_readers_in_when_idle(
         assert wal.stat().st_size > 0  # committed, not yet checkpointed: the file is held
         with pytest.raises(DatabaseBusy), db.reader(path, wait=0):
             pass
-        with db.reader(path, wait=10) as con:  # the hold runs out with no job: it is let go
+        with db.reader(path, wait=15) as con:  # the hold runs out with no job: it is let go
             assert con.execute("SELECT count(*) FROM messages").fetchall() == [(10,)]
             assert con.execute("SELECT last_uid FROM sync_state").fetchall() == [(10,)]
         assert not wal.exists() or wal.stat().st_size == 0  # checkpointed on closing
