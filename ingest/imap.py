@@ -78,6 +78,10 @@ log = logging.getLogger(__name__)
 CHUNK_UIDS = 500
 MAX_WINDOW = CHUNK_UIDS * 16  # widest UID window over sparse ranges
 BATCH_MESSAGES = 10000  # messages per write transaction (several FETCH windows)
+# With the child writer, which keeps the file open across batches (so a batch no longer costs
+# a checkpoint), batches are smaller: half as much in flight in both processes. A 45,000-message
+# first sync peaked at 158-169 MiB instead of 184-189, in the same time.
+CHILD_BATCH_MESSAGES = 5000
 # The daemon's batches: smaller, so that a SIGTERM, or a reader waiting for the file, waits
 # for at most a quarter of a second of writing; its syncs are mostly small anyway.
 DAEMON_BATCH_MESSAGES = 2500
@@ -164,6 +168,8 @@ class Options:
     pipeline_depth: int = PIPELINE_DEPTH
     # A folder with at least this many UIDs to fetch starts the child writer.
     child_writer_uids: int = CHILD_WRITER_UIDS
+    # With the child writer a batch is at most this large (and at most batch_messages).
+    child_batch_messages: int = CHILD_BATCH_MESSAGES
     # The share of messages the child writer parses (0: the fetching process parses all).
     writer_parse_share: float = WRITER_PARSE_SHARE
 
@@ -453,7 +459,9 @@ class AccountSync:
         batch = Batch(last_uid=last)
         label = f"{self.source.name}/{folder.name}"
         next_lo = last + 1
-        tail_after = top - opts.batch_messages if self.writer is not None and \
+        batch_messages = opts.batch_messages if self.writer is None else \
+            min(opts.batch_messages, opts.child_batch_messages)
+        tail_after = top - batch_messages if self.writer is not None and \
             self.folders and folder == self.folders[-1] else top
         with progress.track(label, top - last, unit="UIDs") as advance:
             while planned or next_lo <= top:
@@ -494,8 +502,8 @@ class AccountSync:
                 # Until past a window that failed, every window is committed on its own, so
                 # the narrowing above keeps what it has already fetched.
                 careful = hi <= self.careful_until.get(folder.name, 0)
-                limit = opts.batch_messages if hi <= tail_after else \
-                    max(1, opts.batch_messages // TAIL_SPLIT)
+                limit = batch_messages if hi <= tail_after else \
+                    max(1, batch_messages // TAIL_SPLIT)
                 if careful or len(batch) >= limit or hi == top or \
                         time.monotonic() - batch.started >= opts.batch_seconds:
                     self._commit(folder, uidvalidity, batch, out)

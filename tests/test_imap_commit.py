@@ -136,6 +136,28 @@ def test_the_last_folder_ends_in_smaller_batches(imap_account: ImapAccount,
         [(37, 37)]
 
 
+def test_with_the_child_writer_batches_are_smaller(imap_account: ImapAccount,
+                                                   tmp_path: Path) -> None:
+    """The child keeps the file open across batches, so a batch no longer costs a checkpoint
+    and can be smaller: less in flight in both processes."""
+    append_all(imap_account, "INBOX", sample_messages(35))
+    commits: dict[str, list[tuple[str, int]]] = {"child": [], "inline": []}
+    for way, threshold in (("child", 0), ("inline", 10**9)):
+        (tmp_path / way).mkdir()
+        cfg = imap_config(tmp_path / way, imap_account)
+        options = Options(child_writer_uids=threshold, chunk_uids=5, batch_messages=20,
+                          child_batch_messages=10,
+                          on_commit=lambda folder, uid, way=way: commits[way].append(
+                              (folder, uid)))
+        assert in_process(cfg, options) == "INBOX 35 new, Sent 0 new (35 messages, 0 quarantined)"
+        assert query(cfg, "SELECT count(*), count(DISTINCT message_key) FROM messages") == \
+            [(35, 35)]
+    empty_sent = ("Sent", 0)  # the empty folder's position is stored too
+    assert commits["child"] == [("INBOX", 10), ("INBOX", 20), ("INBOX", 30), ("INBOX", 35),
+                                empty_sent]
+    assert commits["inline"] == [("INBOX", 20), ("INBOX", 35), empty_sent]
+
+
 @pytest.mark.parametrize("share", [1.0, 0.5])
 def test_messages_parsed_by_the_writer_are_stored_as_the_fetcher_would(
         imap_account: ImapAccount, tmp_path: Path, share: float,
