@@ -49,6 +49,7 @@ from ingest.imap_commit import (
 from ingest.imap_connect import Account, Backoff, Transient
 from ingest.imap_fetch import FetchPipeline, Window
 from ingest.imap_parse import (
+    DEFAULT_FOLDERS,
     DSN_PART_LIMIT,
     FETCH_ITEMS,
     GMAIL_CAPABILITY,
@@ -313,7 +314,7 @@ class AccountSync:
         self._flush()  # after a reconnect the positions must be the committed ones
         client = self.session.open()
         self._remember_login()
-        early: dict[str, Status] = {}
+        inbox_status: Status = None  # asked before the LIST, see below
         if self.folders is None:
             self.gmail = client.has_capability(GMAIL_CAPABILITY.decode())
             if self.gmail:
@@ -323,7 +324,7 @@ class AccountSync:
             # other folder) came before it; that was most of a sync with nothing new.
             if self._wants_inbox():
                 try:
-                    early[INBOX] = self._status(client, INBOX)
+                    inbox_status = self._status(client, INBOX)
                 except imaplib.IMAP4.abort:
                     raise
                 except imaplib.IMAP4.error:
@@ -337,7 +338,7 @@ class AccountSync:
             if folder.name in self.finished:
                 continue
             out = self.results.setdefault(folder.name, FolderResult())
-            status = early.get(INBOX) if folder.name.upper() == INBOX else None
+            status = inbox_status if folder.name.upper() == INBOX else None
             try:
                 self._sync_folder(client, folder, out, backoff, status)
             except imaplib.IMAP4.error as exc:
@@ -378,9 +379,12 @@ class AccountSync:
     # -- one folder --------------------------------------------------------------------------
 
     def _wants_inbox(self) -> bool:
+        """Whether INBOX is among the folders ``choose_folders`` will pick."""
         configured = self.source["folders"]
         if configured is None:
-            return not self.gmail  # Gmail's default is its \All folder alone
+            if self.gmail:
+                return False  # Gmail's default is its \All folder alone
+            configured = DEFAULT_FOLDERS
         return any(name.upper() == INBOX for name in configured)
 
     @staticmethod

@@ -89,6 +89,9 @@ def find_special(listing: Sequence[ListEntry], attribute: str,
     return None
 
 
+DEFAULT_FOLDERS = ("INBOX", "\\Sent")  # without a per-account list, and off Gmail
+
+
 def choose_folders(listing: Sequence[ListEntry], configured: Sequence[str] | None,
                    gmail: bool = False) -> list[Folder]:
     """The folders to sync, from a LIST response.
@@ -104,7 +107,7 @@ def choose_folders(listing: Sequence[ListEntry], configured: Sequence[str] | Non
         if all_mail is not None:
             return [Folder(all_mail)]
     explicit = configured is not None
-    wanted = list(configured) if configured is not None else ["INBOX", "\\Sent"]
+    wanted = list(configured) if configured is not None else list(DEFAULT_FOLDERS)
     flags_by_name = {entry[2]: _flags(entry) for entry in listing}
     lower_names = {name.lower(): name for name in flags_by_name}
     out: list[Folder] = []
