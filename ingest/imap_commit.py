@@ -44,8 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from ingest.headers import MessageRecord
 from ingest.imap_parse import Folder, location, mine_from_sent, parse_message
 from ingest.store import (
@@ -193,7 +191,7 @@ def _commit_on(con: db.Connection, job: CommitJob, rows: Rows, quarantined: list
     except BaseException:
         # A COMMIT that failed (a full disk) has already ended the transaction; its own
         # error is the one to report, not the ROLLBACK's "no transaction is active".
-        with contextlib.suppress(duckdb.Error):
+        with contextlib.suppress(db.Error):
             con.execute("ROLLBACK")
         raise
     return Committed(result, bounces, found_mine)
@@ -277,7 +275,7 @@ class _HeldFile:
             self.failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             with contextlib.suppress(Exception):
                 self.close()
-            if not isinstance(exc, duckdb.Error):
+            if not isinstance(exc, db.Error):
                 raise
             raise _reportable(exc, self.path) from None
 

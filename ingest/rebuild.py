@@ -16,8 +16,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import duckdb
-
 from ingest import local, sources
 from netaudit import db
 from netaudit.config import Config
@@ -38,14 +36,14 @@ def _carry(old: Path) -> dict[str, list[tuple]]:
     if not old.exists():
         return out
     try:
-        con = duckdb.connect(str(old), read_only=True)
-    except duckdb.Error as exc:
+        con = db.connect_bare(old)
+    except db.Error as exc:
         log.warning("cannot read %s (%s); your merges, ignores and forgets are not carried "
                     "over", old, str(exc).splitlines()[0])
         return out
     try:
         for table, columns in CARRIED.items():
-            with contextlib.suppress(duckdb.Error):  # an older schema without this table
+            with contextlib.suppress(db.Error):  # an older schema without this table
                 out[table] = con.execute(f"SELECT {columns} FROM {table}").fetchall()
     finally:
         con.close()

@@ -201,8 +201,6 @@ def _print_status(doc: dict[str, Any]) -> None:
 @pass_app
 def sql(app: App, query: str, fmt: str) -> None:
     """Run a read-only SQL query over the database (see docs/schema.md)."""
-    import duckdb
-
     from netaudit.output import write_rows
 
     with db.reader(app.config.database) as con:
@@ -210,7 +208,7 @@ def sql(app: App, query: str, fmt: str) -> None:
             cur = con.execute(query)
             columns = [d[0] for d in cur.description or []]
             rows = cur.fetchall() if columns else []
-        except duckdb.Error as exc:
+        except db.Error as exc:
             raise NetauditError(f"SQL: {str(exc).splitlines()[0]}") from None
     write_rows(columns, rows, fmt, sys.stdout)
 
