@@ -200,7 +200,7 @@ class Session:
         """
         def log_in() -> None:
             try:
-                self.open()
+                self._connect()  # not open(): that joins this very thread
             except BaseException as exc:  # handed to open(), in the thread that syncs
                 self._ahead_error = exc
         self._ahead = threading.Thread(target=log_in, name=f"login {self.source.name}",
@@ -224,6 +224,9 @@ class Session:
 
     def open(self) -> imapclient.IMAPClient:
         self._join_ahead()
+        return self._connect()
+
+    def _connect(self) -> imapclient.IMAPClient:
         if self.client is None:
             self.client = imap_connect.connect(self.account, self.credential)
             self.ever_connected = True

@@ -286,7 +286,11 @@ def test_login_ahead_hands_over_its_client_or_its_error(imap_account: ImapAccoun
     the sync then gets that very client, or the error the login ended with."""
     good = config.load(str(imap_config(tmp_path, imap_account))).sources[0]
     session = log_in_ahead(good)
-    client = session.open()
+    for thread in [t for t in threading.enumerate() if t.name == "login work"]:
+        thread.join(10)
+    client = session.client
+    assert client is not None  # logged in on the thread, before anything asked for it
+    assert session.open() is client
     assert client.folder_status("INBOX", [b"MESSAGES"]) == {b"MESSAGES": 0}
     assert session.open() is client
     session.close()
