@@ -36,6 +36,33 @@ def test_new_database_is_private_and_migrated(tmp_path: Path) -> None:
     assert mode(path.parent) == 0o700
 
 
+def test_writers_keep_row_groups_small(tmp_path: Path) -> None:
+    """A checkpoint rewrites a table's last row group whole, so netaudit writes short ones
+    (db.ROW_GROUP_ROWS): what closing the file costs stays the same as the mail grows."""
+    path = tmp_path / "n.duckdb"
+    for start in (0, 20_000):  # two writes, the second one filling the first's last group
+        with db.writer(path) as con:
+            con.execute("INSERT INTO quarantine (source, location, reason) "
+                        "SELECT 'mail', 'loc ' || i, 'bad' FROM range(?, ?) t(i)",
+                        [start, start + 20_000])
+    with db.reader(path) as con:
+        groups = con.execute(
+            "SELECT row_group_id, sum(count) FROM pragma_storage_info('quarantine') "
+            "WHERE column_path = '[0]' GROUP BY 1 ORDER BY 1").fetchall()
+        assert con.execute("SELECT current_database()").fetchone() == ("n",)
+    assert db.ROW_GROUP_ROWS == 16_384
+    assert groups == [(0, 16_384), (1, 16_384), (2, 40_000 - 2 * 16_384)]
+
+
+def test_a_file_named_after_a_duckdb_catalog_is_still_written(tmp_path: Path) -> None:
+    path = tmp_path / "memory.duckdb"  # "memory" is DuckDB's own in-memory catalog
+    with db.writer(path) as con:
+        con.execute("INSERT INTO quarantine (source, location, reason) VALUES ('a', 'b', 'c')")
+    with db.reader(path) as con:
+        assert con.execute("SELECT source, location, reason FROM quarantine").fetchall() == \
+            [("a", "b", "c")]
+
+
 def _two(statement: str) -> tuple[Migration, ...]:
     return (*MIGRATIONS, Migration(MIGRATIONS[-1].version + 1, "test", (
         "CREATE TABLE extra (x INTEGER)", statement)))
