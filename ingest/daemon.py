@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 
 from ingest import local
 from ingest.idle import IdleWatcher
@@ -58,6 +59,7 @@ RELOAD_GRACE = 30.0  # a reload may wait longer for the old workers: nothing is 
 STALL_LIMIT = 900.0  # a job with no database write for this long counts as hung
 IDLE_STALL_LIMIT = 300.0  # an IDLE thread wakes every second; minutes of silence is a hang
 TICK = 30.0  # the main loop's longest sleep without a watchdog
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Fleet:
@@ -164,7 +166,8 @@ class Daemon:
         self.timing = timing or Timing()
         self.notifier = notifier or Notifier.from_env()
         self.stop = threading.Event()
-        self._wake = threading.Event()
+        self._signals: tuple[socket.socket, socket.socket] | None = None  # receive, send
+        self._previous_wakeup = -1
         self._reload = False
         self._db_wait: str | None = None
         self._problem: str | None = None
@@ -172,16 +175,49 @@ class Daemon:
 
     # -- signals -----------------------------------------------------------------------------
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:
-            self._reload = True
-        else:
-            self.stop.set()
-        self._wake.set()
+    # Signals arrive as bytes on a socket (signal.set_wakeup_fd), which the main thread waits
+    # on; the Python-level handlers do nothing. A handler that sets a threading.Event can
+    # hang the main thread for good: it runs between two bytecodes of that thread, which may
+    # be holding the very lock Event.set takes (it is not reentrant). And a signal the kernel
+    # hands to another thread does not interrupt the main thread's wait on a lock, so it
+    # was seen only when that wait ran out (up to TICK).
 
     def _install_signals(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self._on_signal)
+        receive, send = socket.socketpair()
+        receive.setblocking(False)
+        send.setblocking(False)
+        self._signals = receive, send
+        self._previous_wakeup = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+        for signum in SIGNALS:
+            signal.signal(signum, lambda signum, frame: None)
+
+    def _restore_signals(self) -> None:
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for signum in SIGNALS:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                          else signal.SIG_DFL)
+        if self._signals is not None:
+            for end in self._signals:
+                end.close()
+            self._signals = None
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep until a signal or ``seconds``; SIGTERM/SIGINT set ``stop``, SIGHUP asks for a
+        reload."""
+        assert self._signals is not None
+        receive = self._signals[0]
+        ready, _, _ = select.select([receive], [], [], seconds)
+        if not ready:
+            return
+        try:
+            received = receive.recv(256)
+        except BlockingIOError:
+            return
+        for signum in received:
+            if signum == signal.SIGHUP:
+                self._reload = True
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                self.stop.set()
 
     def _stopping(self) -> bool:
         """For the write gate: unwind when the daemon stops, or when the calling thread
@@ -219,25 +255,32 @@ class Daemon:
 
     def run(self, cfg: Config) -> int:
         self._install_signals()
-        # imapclient logs every LOGOUT at INFO: noise in a daemon's journal
-        logging.getLogger("imapclient").setLevel(logging.WARNING)
-        with WriteGate(self._stopping, on_wait=self._on_db_wait, on_write=self._on_write):
-            me = self._prepare(cfg)
-            if me is None:
-                return self._exit(0)
-            self.notifier.ready("starting the sources")
-            self._start(cfg, me)
-            assert self.fleet is not None
-            log.info("netaudit daemon started (%s; folders every %.0f s, files rescanned every "
-                     "%.0f s)", self.fleet.summary(), self.timing.folders, self.timing.rescan)
-            code = self._loop()
-            return self._exit(code)
+        try:
+            # imapclient logs every LOGOUT at INFO: noise in a daemon's journal
+            logging.getLogger("imapclient").setLevel(logging.WARNING)
+            with WriteGate(self._stopping, on_wait=self._on_db_wait, on_write=self._on_write):
+                me = self._prepare(cfg)
+                if me is None:
+                    return self._exit(0)
+                self.notifier.ready("starting the sources")
+                self._start(cfg, me)
+                assert self.fleet is not None
+                log.info("netaudit daemon started (%s; folders every %.0f s, files rescanned "
+                         "every %.0f s)", self.fleet.summary(), self.timing.folders,
+                         self.timing.rescan)
+                code = self._loop()
+                return self._exit(code)
+        finally:
+            self._restore_signals()
 
     def _prepare(self, cfg: Config) -> frozenset[str] | None:
         """Create or migrate the database and remember my addresses; waits out readers.
         None when asked to stop meanwhile."""
         self.notifier.status(f"opening {cfg.database}")
-        while not self.stop.is_set():
+        while True:
+            self._wait(0)  # a SIGTERM during a reload is seen here, not after it
+            if self.stop.is_set():
+                return None
             try:
                 with db.writer(cfg.database):
                     pass
@@ -246,8 +289,7 @@ class Daemon:
                 return None
             except DatabaseBusy as exc:
                 log.warning("%s; trying again", exc)
-                self.stop.wait(5.0)
-        return None
+                self._wait(5.0)
 
     def _start(self, cfg: Config, me: frozenset[str]) -> None:
         self.fleet = Fleet(cfg, self.timing, me, self.refresh, self.update_status)
@@ -260,8 +302,8 @@ class Daemon:
     def _loop(self) -> int:
         interval = min(self.notifier.watchdog / 2, TICK) if self.notifier.watchdog else TICK
         while True:
-            self._wake.wait(interval)
-            self._wake.clear()
+            if not self._reload:  # one that came during the last reload is not kept waiting
+                self._wait(interval)
             if self.stop.is_set():
                 return 0
             if self._reload:
