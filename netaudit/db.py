@@ -72,8 +72,9 @@ ROW_GROUP_ROWS = 16_384
 
 def _connect_writer(path: Path) -> Connection:
     """The file attached with ROW_GROUP_ROWS, which only ATTACH can set, under the name a plain
-    connect gives it (the file's stem), so that SQL reads the same through either."""
-    con = duckdb.connect()
+    connect gives it (the file's stem), so that SQL reads the same through either. Spilled
+    data goes beside the file, as with a plain connect, not into the working directory."""
+    con = duckdb.connect(config={"temp_directory": f"{path.absolute()}.tmp"})
     try:
         con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' "
                     f"(ROW_GROUP_SIZE {ROW_GROUP_ROWS})")

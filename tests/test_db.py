@@ -50,6 +50,9 @@ def test_writers_keep_row_groups_small(tmp_path: Path) -> None:
             "SELECT row_group_id, sum(count) FROM pragma_storage_info('quarantine') "
             "WHERE column_path = '[0]' GROUP BY 1 ORDER BY 1").fetchall()
         assert con.execute("SELECT current_database()").fetchone() == ("n",)
+    with db.writer(path) as con:
+        assert con.execute("SELECT current_database(), current_setting('temp_directory')"
+                           ).fetchone() == ("n", f"{path}.tmp")
     assert db.ROW_GROUP_ROWS == 16_384
     assert groups == [(0, 16_384), (1, 16_384), (2, 40_000 - 2 * 16_384)]
 
