@@ -31,7 +31,7 @@ import imapclient
 
 from ingest.imap import Session
 from ingest.imap_connect import Account
-from ingest.imap_parse import GMAIL_CAPABILITY, FolderNotFound, choose_folders
+from ingest.imap_folders import GMAIL_CAPABILITY, FolderNotFound, choose_folders
 from netaudit.config import Source
 from netaudit.errors import SourceError
 

@@ -45,7 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from ingest.headers import MessageRecord
-from ingest.imap_parse import Folder, location, mine_from_sent, parse_message
+from ingest.imap_folders import Folder
+from ingest.imap_parse import location, mine_from_sent, parse_message
+from ingest.imap_positions import Position, save_position
 from ingest.store import (
     BatchResult,
     Bounce,
@@ -64,12 +66,6 @@ MAX_PENDING = 2  # jobs submitted and not yet committed, besides the one being w
 # The longest the child writer keeps the file open across jobs: the longest a reader waits.
 HOLD_SECONDS = 2.0
 HOLD_MESSAGES = 20_000  # ... and the most messages it writes before closing it
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    uidvalidity: int
-    last_uid: int
 
 
 UnparsedItem = tuple[int, int, bytes, Any, int | None]  # (seq, uid, header, INTERNALDATE, size)
@@ -135,19 +131,6 @@ class Committed:
     result: BatchResult
     bounces: int  # bounce rows the batch added
     sent_from: frozenset[str] = frozenset()  # found in the messages parsed by the writer
-
-
-def load_positions(con: db.Connection, source: str) -> dict[str, Position]:
-    rows = con.execute("SELECT scope, uidvalidity, last_uid FROM sync_state WHERE source = ? "
-                       "AND uidvalidity IS NOT NULL", [source]).fetchall()
-    return {scope: Position(int(v), int(u or 0)) for scope, v, u in rows}
-
-
-def save_position(con: db.Connection, source: str, folder: str, pos: Position) -> None:
-    con.execute("DELETE FROM sync_state WHERE source = ? AND scope = ?", [source, folder])
-    con.execute("INSERT INTO sync_state (source, scope, uidvalidity, last_uid, updated_at) "
-                "VALUES (?, ?, ?, ?, current_timestamp)",
-                [source, folder, pos.uidvalidity, pos.last_uid])
 
 
 def _count_bounces(con: db.Connection) -> int:

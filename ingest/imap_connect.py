@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import imapclient
 from imapclient.exceptions import CapabilityError, LoginError
 
-from ingest.imap_parse import is_throttled, suggested_backoff
+from ingest.imap_throttle import is_throttled, suggested_backoff
 from ingest.secrets import Secret
 from netaudit.config import Source, is_loopback
 from netaudit.errors import SourceError

@@ -1,8 +1,9 @@
-"""Pure IMAP helpers: which folders to read, what to FETCH, and how to read the answers.
+"""Pure IMAP helpers: what to FETCH, and how to read the answers.
 
-No sockets here, so every decision that depends on a server's quirks (a LIST response, a FETCH
-item, a BODYSTRUCTURE, a throttling reply) is tested with plain data, including the Gmail
-behaviour that cannot be run against a local server.
+No sockets here, so every decision that depends on a server's quirks (a FETCH item, a
+BODYSTRUCTURE) is tested with plain data, including the Gmail behaviour that cannot be run
+against a local server. Which folders to read is ingest/imap_folders.py, what a throttling
+reply says ingest/imap_throttle.py.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import datetime as dt
 import quopri
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ingest.headers import MessageRecord, Rejected, parse_headers
+from ingest.imap_folders import Folder
 from ingest.store import Quarantined
 
 # The header fields the parser reads (R-IMAP-9), plus X-From for Enron-style display names so
@@ -30,111 +32,7 @@ HEADER_FIELDS = (
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]"
 FETCH_ITEMS = ("INTERNALDATE", "RFC822.SIZE", HEADER_ITEM)
 GMAIL_ITEMS = ("X-GM-MSGID", "X-GM-THRID", "X-GM-LABELS")
-GMAIL_CAPABILITY = b"X-GM-EXT-1"
 DSN_PART_LIMIT = 64 * 1024  # a partial fetch: no delivery report needs more
-
-SENT_NAMES = ("Sent", "Sent Items", "Sent Messages", "Sent Mail")
-SKIPPED_ATTRIBUTES = ("\\junk", "\\trash")
-UNSELECTABLE = ("\\noselect", "\\nonexistent")
-
-_BACKOFF = re.compile(r"suggested\s+backoff\s+time\s*:?\s*(\d+)\s*(milliseconds|ms|seconds|s)?",
-                      re.IGNORECASE)
-_THROTTLED = re.compile(r"throttl|\[UNAVAILABLE\]|\[INUSE\]|\[LIMIT\]|\[OVERQUOTA\]|"
-                        r"authenticated but not connected|try again later", re.IGNORECASE)
-
-
-class FolderNotFound(Exception):
-    """A configured folder is not on the server; the message lists what is."""
-
-
-@dataclass(frozen=True, slots=True)
-class Folder:
-    """A folder to sync; ``sent`` marks my own mail (its From addresses are mine)."""
-
-    name: str
-    sent: bool = False
-
-
-ListEntry = tuple[Sequence[bytes | str], Any, str]  # (flags, delimiter, name) as imapclient lists
-
-
-def _flags(entry: ListEntry) -> set[str]:
-    return {(f.decode("ascii", "replace") if isinstance(f, bytes) else f).lower()
-            for f in entry[0]}
-
-
-def find_special(listing: Sequence[ListEntry], attribute: str,
-                 names: Sequence[str] = ()) -> str | None:
-    """A SPECIAL-USE folder (RFC 6154) by its LIST attribute, then by the usual names.
-
-    Names are a fallback for servers without SPECIAL-USE; they are tried as given and below
-    INBOX ("INBOX.Sent", Courier style), case-insensitively.
-    """
-    wanted = attribute.lower()
-    for entry in listing:
-        if wanted in _flags(entry) and not _flags(entry) & set(UNSELECTABLE):
-            return entry[2]
-    by_lower = {entry[2].lower(): entry[2] for entry in listing
-                if not _flags(entry) & set(UNSELECTABLE)}
-    for name in names:
-        if name.lower() in by_lower:
-            return by_lower[name.lower()]
-    for entry in listing:
-        delim = entry[1].decode() if isinstance(entry[1], bytes) else entry[1]
-        if not delim:
-            continue
-        for name in names:
-            if entry[2].lower() == f"inbox{delim}{name}".lower():
-                return entry[2]
-    return None
-
-
-DEFAULT_FOLDERS = ("INBOX", "\\Sent")  # without a per-account list, and off Gmail
-
-
-def choose_folders(listing: Sequence[ListEntry], configured: Sequence[str] | None,
-                   gmail: bool = False) -> list[Folder]:
-    """The folders to sync, from a LIST response.
-
-    Default: INBOX and the \\Sent folder; on Gmail the \\All folder, found by its attribute
-    because its name is localized (falling back to INBOX and \\Sent when it is hidden).
-    \\Junk and \\Trash are never chosen by default. ``configured`` overrides the default; a
-    value such as "\\Sent" names a special-use folder. A configured folder that does not exist
-    raises FolderNotFound; a missing default \\Sent folder is simply not synced.
-    """
-    if configured is None and gmail:
-        all_mail = find_special(listing, "\\All")
-        if all_mail is not None:
-            return [Folder(all_mail)]
-    explicit = configured is not None
-    wanted = list(configured) if configured is not None else list(DEFAULT_FOLDERS)
-    flags_by_name = {entry[2]: _flags(entry) for entry in listing}
-    lower_names = {name.lower(): name for name in flags_by_name}
-    out: list[Folder] = []
-    for value in wanted:
-        if value.startswith("\\"):
-            name = find_special(listing, value, SENT_NAMES if value.lower() == "\\sent" else ())
-            if name is None:
-                if explicit:
-                    raise FolderNotFound(f"no folder with the {value} attribute on the server")
-                continue
-        elif value.upper() == "INBOX":
-            name = lower_names.get("inbox", "INBOX")
-        elif value in flags_by_name:
-            name = value
-        else:
-            known = ", ".join(sorted(flags_by_name)) or "none"
-            raise FolderNotFound(f"folder {value!r} does not exist (folders: {known})")
-        flags = flags_by_name.get(name, set())
-        if flags & set(UNSELECTABLE):
-            raise FolderNotFound(f"folder {name!r} cannot be selected (\\Noselect)")
-        if not explicit and flags & set(SKIPPED_ATTRIBUTES):
-            continue
-        sent = "\\sent" in flags or value.lower() == "\\sent"
-        if all(f.name != name for f in out):
-            out.append(Folder(name, sent))
-    return out
-
 
 def uid_window(start: int, top: int, span: int) -> tuple[int, int]:
     """The next UID range [start, end] to FETCH, never beyond UIDNEXT-1 (R-IMAP-2)."""
@@ -153,28 +51,6 @@ def next_span(span: int, found: int, target: int, max_span: int) -> int:
         return min(span * 4, max_span)
     scaled = span * target // found
     return max(target, min(scaled, span * 4, max_span))
-
-
-def suggested_backoff(text: str | bytes) -> float | None:
-    """Seconds to wait from "Suggested Backoff Time: N ms" (Microsoft 365), else None.
-
-    A bare number is milliseconds, as Microsoft sends it.
-    """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    m = _BACKOFF.search(text)
-    if m is None:
-        return None
-    value = int(m.group(1))
-    unit = (m.group(2) or "ms").lower()
-    return float(value) if unit in ("s", "seconds") else value / 1000.0
-
-
-def is_throttled(text: str | bytes) -> bool:
-    """Whether a NO/BAD reply means "later", not "never" (R-IMAP-14)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return bool(_THROTTLED.search(text)) or suggested_backoff(text) is not None
 
 
 def header_literal(item: Mapping[bytes, Any]) -> bytes | None:

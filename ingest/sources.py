@@ -87,7 +87,7 @@ def _sync_each(cfg: Config, sources: Sequence[Source], echo: Callable[[str], Non
         remember_me(con, cfg.me, "config")
         me = frozenset(known_me(con))
         if any(s.kind == "imap" for s in sources):
-            from ingest.imap_commit import load_positions
+            from ingest.imap_positions import load_positions
 
             positions = {s.name: load_positions(con, s.name) for s in sources if s.kind == "imap"}
         con.execute("COMMIT")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ingest.headers import MessageRecord
 from netaudit.db import Connection, people_inputs_changed
 from netaudit.privacy import forget_hash
+
+if TYPE_CHECKING:  # the parser is not loaded by a sync that has nothing to parse
+    from ingest.headers import MessageRecord
 
 MESSAGE_COLUMNS = (
     "message_key", "message_id", "source", "location", "sent_at", "date_source", "from_addr",

@@ -29,19 +29,16 @@ from ingest import imap_parse, local
 from ingest.headers import MessageRecord
 from ingest.imap import Options, log_in_ahead, sync_imap
 from ingest.imap_connect import Backoff, ssl_context
+from ingest.imap_folders import Folder, FolderNotFound, choose_folders
 from ingest.imap_parse import (
-    Folder,
-    FolderNotFound,
-    choose_folders,
     find_dsn_part,
     gmail_record,
     header_literal,
     internal_dates,
-    is_throttled,
     parse_fetch,
     parse_item,
-    suggested_backoff,
 )
+from ingest.imap_throttle import is_throttled, suggested_backoff
 from netaudit import config, db
 from netaudit.errors import SourceError
 from tests.conftest import Run, data_path, write_config

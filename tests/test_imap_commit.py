@@ -21,7 +21,8 @@ import pytest
 
 from ingest.headers import parse_headers
 from ingest.imap import Options
-from ingest.imap_commit import ChildWriter, CommitJob, Position
+from ingest.imap_commit import ChildWriter, CommitJob
+from ingest.imap_positions import Position
 from ingest.store import message_rows
 from netaudit import db
 from netaudit.errors import DatabaseBusy, DatabaseError, SourceError
