@@ -57,9 +57,10 @@ def lock_holder(exc: Exception) -> str:
     return f"{exe} (PID {m['pid']})"
 
 
-def connect_bare(path: Path, read_only: bool = True) -> Connection:
-    """DuckDB's own connect: no waiting, no migration, for a file that may be damaged."""
-    return duckdb.connect(str(path), read_only=read_only)
+def connect_bare(path: Path) -> Connection:
+    """DuckDB's own read-only connect: no waiting, no migration, for a file that may be
+    damaged."""
+    return duckdb.connect(str(path), read_only=True)
 
 
 # Rows per row group of what netaudit writes. A checkpoint (every close after a write) rewrites

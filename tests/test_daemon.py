@@ -646,19 +646,29 @@ def test_under_journald_lines_carry_priorities_and_no_times(
     assert not any(re.search(r"\d\d:\d\d:\d\d", line) for line in lines)  # journald adds it
 
 
-def test_sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_applies(
-        tmp_path: Path, daemons: Callable[..., DaemonProcess], notify: NotifySocket) -> None:
+def _reloadable(tmp_path: Path, daemons: Callable[..., DaemonProcess],
+                notify: NotifySocket) -> tuple[Path, Path, DaemonProcess]:
+    """A ready daemon on one calendar vdir, "first" (3 meetings stored), with a second vdir
+    (one meeting) for a reload to add; (config, second vdir, daemon)."""
     first, second = tmp_path / "first", tmp_path / "second"
     for vdir in (first, second):
         vdir.mkdir()
     (first / "weekly.ics").write_text(weekly())
     (second / "lunch.ics").write_text(ONE_OFF.replace("{stamp}", "20260101T000000Z"))
     cfg = files_config(tmp_path, ("calendar", "first", first))
-    good = cfg.read_text()
-    database = tmp_path / "netaudit.duckdb"
     d = daemons(cfg, env={"NOTIFY_SOCKET": notify.address})
     notify.wait_for(lambda s: s == "READY=1", 20, "READY=1")
-    wait_until(lambda: count(database, "meetings") == 3, 10, "the first calendar")
+    wait_until(lambda: count(tmp_path / "netaudit.duckdb", "meetings") == 3, 10,
+               "the first calendar")
+    return cfg, second, d
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_applies(
+        tmp_path: Path, daemons: Callable[..., DaemonProcess], notify: NotifySocket) -> None:
+    cfg, second, d = _reloadable(tmp_path, daemons, notify)
+    first = tmp_path / "first"
+    good = cfg.read_text()
+    database = tmp_path / "netaudit.duckdb"
 
     cfg.write_text(good + "\n[[calendar]\nname = broken\n")
     d.proc.send_signal(signal.SIGHUP)
@@ -685,16 +695,8 @@ def test_a_storm_of_sighups_neither_hangs_nor_kills_the_daemon(
     """`systemctl reload` in a loop. A handler that took a lock could be entered while the
     main thread held that lock: the daemon hung for good, or died of a RecursionError as more
     signals nested in the hung handler (it did, 3 times in 4, with 1,500 signals)."""
-    first, second = tmp_path / "first", tmp_path / "second"
-    for vdir in (first, second):
-        vdir.mkdir()
-    (first / "weekly.ics").write_text(weekly())
-    (second / "lunch.ics").write_text(ONE_OFF.replace("{stamp}", "20260101T000000Z"))
-    cfg = files_config(tmp_path, ("calendar", "first", first))
+    cfg, second, d = _reloadable(tmp_path, daemons, notify)
     database = tmp_path / "netaudit.duckdb"
-    d = daemons(cfg, env={"NOTIFY_SOCKET": notify.address})
-    notify.wait_for(lambda s: s == "READY=1", 20, "READY=1")
-    wait_until(lambda: count(database, "meetings") == 3, 10, "the first calendar")
     rng = random.Random(7)
     for _ in range(1500):
         d.proc.send_signal(signal.SIGHUP)
