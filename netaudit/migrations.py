@@ -224,4 +224,73 @@ MIGRATIONS: tuple[Migration, ...] = (
         FROM tie_metrics(now()) t LEFT JOIN people p USING (person_id)
         WHERE t.is_tie""",
     )),
+    Migration(4, "threads found by subject, bounce arrival dates", (
+        # A hash of the subject with reply and forward prefixes stripped, and which prefix it
+        # had: enough to put mail without threading headers into threads without keeping
+        # subjects (store_subjects = false).
+        "ALTER TABLE messages ADD COLUMN subject_key VARCHAR",
+        "ALTER TABLE messages ADD COLUMN subject_prefix VARCHAR",  # reply, forward or NULL
+        # When the bounced message itself arrived (Arrival-Date); reported_at is the failure
+        "ALTER TABLE bounces ADD COLUMN arrival_at TIMESTAMPTZ",
+        """CREATE TABLE thread_links (         -- rebuilt with identities; see analysis/threads
+            message_key VARCHAR NOT NULL,
+            thread_id VARCHAR NOT NULL,
+            method VARCHAR NOT NULL            -- subject
+        )""",
+        # thread_method says how each message found its thread: server (Gmail), references,
+        # in_reply_to, subject (no threading headers: same normalised subject, a shared
+        # participant, within 90 days) or new (it starts one). A first message whose subject
+        # is a reply ("Re: ...") answers mail that is not stored: it starts no thread and is
+        # a reply.
+        """CREATE OR REPLACE VIEW message_threads AS
+        WITH threaded AS (
+            SELECT m.message_key, m.sent_at, m.direction, m.source, m.automated_reason,
+                   m.recipient_count, m.subject_prefix,
+                   coalesce(m.thread_hint, m.refs[1], m.in_reply_to, l.thread_id,
+                            m.message_key) AS thread_id,
+                   CASE WHEN m.thread_hint IS NOT NULL THEN 'server'
+                        WHEN m.refs[1] IS NOT NULL THEN 'references'
+                        WHEN m.in_reply_to IS NOT NULL THEN 'in_reply_to'
+                        WHEN l.thread_id IS NOT NULL THEN 'subject'
+                        ELSE 'new' END AS thread_method
+            FROM messages m LEFT JOIN thread_links l USING (message_key)
+            WHERE m.sent_at IS NOT NULL)
+        SELECT message_key, sent_at, direction, source, automated_reason, recipient_count,
+               thread_id, thread_method,
+               row_number() OVER w = 1 AND coalesce(subject_prefix, '') <> 'reply'
+                   AS starts_thread,
+               coalesce(lag(direction) OVER w <> direction,
+                        subject_prefix = 'reply', false) AS is_reply
+        FROM threaded
+        WINDOW w AS (PARTITION BY thread_id ORDER BY sent_at, message_key)""",
+        """CREATE OR REPLACE VIEW interactions AS
+        WITH me AS (SELECT DISTINCT address FROM me_addresses),
+        limits AS (SELECT coalesce(max(try_cast(value AS INTEGER)), 10) AS max_recipients
+                   FROM settings WHERE key = 'max_recipients'),
+        people_in AS (  -- one row per message and address, whatever roles it appears in
+            SELECT DISTINCT message_key, address, role = 'from' AS is_from
+            FROM participants WHERE role IN ('from', 'to', 'cc', 'bcc')),
+        mail AS (
+            SELECT t.sent_at AS ts, p.address, t.direction, t.thread_id, t.starts_thread,
+                   t.is_reply, t.source, t.thread_method
+            FROM message_threads t JOIN people_in p USING (message_key)
+            WHERE t.automated_reason IS NULL
+              AND t.recipient_count <= (SELECT max_recipients FROM limits)
+              AND (t.direction = 'sent') <> p.is_from),
+        events AS (
+            SELECT ts, address, 'email' AS channel, direction, thread_id, starts_thread,
+                   is_reply, source, thread_method FROM mail
+            UNION ALL
+            SELECT coalesce(mt.starts_at, timezone(current_setting('TimeZone'),
+                                                   mt.start_date::TIMESTAMP)),
+                   a.address, 'meeting', 'met', NULL, NULL, NULL, mt.calendar, NULL
+            FROM meetings mt JOIN attendees a
+              ON a.calendar = mt.calendar AND a.occurrence_key = mt.occurrence_key)
+        SELECT e.ts, coalesce(i.person_id, 'p' || substr(md5(e.address), 1, 10)) AS person_id,
+               e.address AS email, e.channel, e.direction, e.thread_id, e.starts_thread,
+               e.is_reply, e.source, e.thread_method
+        FROM events e LEFT JOIN identities i ON i.address = e.address
+        WHERE e.address NOT IN (SELECT address FROM me)
+          AND NOT coalesce(i.is_automated, false) AND NOT coalesce(i.ignored, false)""",
+    )),
 )
