@@ -19,15 +19,16 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import hashlib
-import itertools
 import json
 import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis import names, threads
+from analysis.names import PersonName, compatible, name_from_address, org_domain, parse_name
 from netaudit.db import PEOPLE_BUILT_FROM, Connection
 
 MOVE_GRACE = dt.timedelta(days=30)  # the old address may overlap the new one this long
@@ -42,9 +43,10 @@ class Address:
     address: str
     first_seen: dt.datetime | None
     last_seen: dt.datetime | None
-    name: str | None
+    name: str | None  # the name it is given most often
     sent: int
     automated: int
+    names: list[str] = field(default_factory=list)  # every name it is given, most used first
 
 
 def person_id_for(address: str) -> str:
@@ -89,6 +91,8 @@ class _Groups:
 
 
 def _facts(con: Connection) -> dict[str, Address]:
+    """Every address but mine: when it was seen, how much it sent, and every name given it
+    (From, To, Cc, their X- copies as ingest reads them, calendar attendees)."""
     rows = con.execute("""
         WITH seen AS (
             SELECT p.address, m.sent_at AS ts, p.name, p.role = 'from' AS is_sender,
@@ -98,14 +102,50 @@ def _facts(con: Connection) -> dict[str, Address]:
             UNION ALL
             SELECT a.address, coalesce(mt.starts_at, mt.start_date::TIMESTAMPTZ), a.name,
                    false, false
-            FROM attendees a JOIN meetings mt USING (calendar, occurrence_key))
-        SELECT address, min(ts), max(ts), mode(name) FILTER (WHERE name IS NOT NULL),
+            FROM attendees a JOIN meetings mt USING (calendar, occurrence_key)),
+        mine AS (SELECT seen.* FROM seen
+                 WHERE address NOT IN (SELECT address FROM me_addresses)),
+        names AS (
+            SELECT address, list(name ORDER BY n DESC, name) AS names FROM (
+                SELECT address, name, count(*) AS n FROM mine WHERE name IS NOT NULL
+                GROUP BY ALL) GROUP BY address)
+        SELECT address, min(ts), max(ts), any_value(names.names)[1],
                count(*) FILTER (WHERE is_sender),
-               count(*) FILTER (WHERE is_sender AND automated)
-        FROM seen
-        WHERE address NOT IN (SELECT address FROM me_addresses)
+               count(*) FILTER (WHERE is_sender AND automated),
+               coalesce(any_value(names.names), [])
+        FROM mine LEFT JOIN names USING (address)
         GROUP BY address""").fetchall()
-    return {r[0]: Address(*r) for r in rows}
+    return {r[0]: Address(*r[:6], names=list(r[6])) for r in rows}
+
+
+def _my_names(con: Connection) -> list[PersonName]:
+    """The names I write under: From names of my own mail, names others give my addresses."""
+    rows = con.execute("""
+        SELECT DISTINCT from_name FROM messages
+        WHERE direction = 'sent' AND from_name IS NOT NULL
+        UNION
+        SELECT DISTINCT p.name FROM participants p
+        WHERE p.name IS NOT NULL AND p.address IN (SELECT address FROM me_addresses)
+        LIMIT 200""").fetchall()
+    found = [parse_name(r[0]) for r in rows]
+    return sorted({n for n in found if n is not None}, key=str)
+
+
+def _together(con: Connection, addresses: Iterable[str]) -> set[frozenset[str]]:
+    """Pairs of the given addresses that appear in one message: whoever wrote it addressed
+    two people (or two people wrote to each other), so they are not one person's aliases."""
+    wanted = sorted(set(addresses))
+    if not wanted:
+        return set()
+    con.execute("CREATE OR REPLACE TEMP TABLE wanted_addresses (address VARCHAR)")
+    with con.appender("wanted_addresses") as app:
+        app.append_rows((a,) for a in wanted)
+    rows = con.execute("""
+        WITH p AS (SELECT DISTINCT message_key, address FROM participants
+                   WHERE address IN (SELECT address FROM wanted_addresses))
+        SELECT DISTINCT a.address, b.address FROM p a JOIN p b
+          ON a.message_key = b.message_key AND a.address < b.address""").fetchall()
+    return {frozenset(r) for r in rows}
 
 
 def _shared_threads(con: Connection, addresses: Iterable[str]) -> set[frozenset[str]]:
@@ -132,7 +172,9 @@ def _shared_threads(con: Connection, addresses: Iterable[str]) -> set[frozenset[
     return {frozenset(r) for r in rows}
 
 
-_RULES = hashlib.md5(Path(__file__).read_bytes()).hexdigest()  # these rules, as this file has them
+# these rules, as the files that hold them have them
+_RULES = hashlib.md5(b"".join(Path(f).read_bytes() for f in (
+    __file__, threads.__file__, names.__file__))).hexdigest()
 
 
 def _built_from(con: Connection, ignore_patterns: Sequence[str], max_recipients: int) -> str:
@@ -165,6 +207,68 @@ def refresh_if_stale(con: Connection, *, ignore_patterns: Sequence[str] = (),
     return True
 
 
+Link = tuple[str, str, "dt.datetime | None", str, str]  # previous, current, since, reason, why
+
+
+def _names_of(fact: Address) -> list[PersonName]:
+    return [n for n in dict.fromkeys(parse_name(x) for x in fact.names) if n is not None]
+
+
+def _same_mailbox(a: str, b: str) -> bool:
+    """pallen@ect.enron.com and pallen@enron.com: one local part at one organisation."""
+    org = org_domain(a)
+    return (a.rpartition("@")[0] == b.rpartition("@")[0] and org is not None
+            and org == org_domain(b) and a != b)
+
+
+def _alias_evidence(a: Address, b: Address) -> str | None:
+    """Why two addresses at one organisation are one person, or None.
+
+    Both must carry compatible names (a display name, or the name the address spells), and
+    at least one address must spell that name, so two people who share a name at a big
+    company are not joined on the display name alone.
+    """
+    org = org_domain(a.address)
+    if org is None or org != org_domain(b.address):
+        return None
+    if _same_mailbox(a.address, b.address):
+        return f"same mailbox name at {a.address.rpartition('@')[2]} and " \
+               f"{b.address.rpartition('@')[2]}"
+    spelled_a, spelled_b = name_from_address(a.address), name_from_address(b.address)
+    if spelled_a is None and spelled_b is None:
+        return None
+    names_a = [*_names_of(a), *([spelled_a] if spelled_a else [])]
+    names_b = [*_names_of(b), *([spelled_b] if spelled_b else [])]
+    for x in names_a:
+        for y in names_b:
+            if compatible(x, y) and (x is spelled_a or y is spelled_b
+                                     or (spelled_a and compatible(x, spelled_a))
+                                     or (spelled_b and compatible(y, spelled_b))):
+                longer = max((x, y), key=lambda n: (len(n.middle), len(str(n))))
+                return f"same name ({longer}) at {org}"
+    return None
+
+
+def _my_aliases(facts: dict[str, Address], me: Sequence[str], my_names: Sequence[PersonName]
+                ) -> dict[str, str]:
+    """Addresses not configured as mine that are mine all the same, with the evidence: my
+    mailbox name at another of my organisation's domains, or my own name on the address."""
+    found: dict[str, str] = {}
+    for fact in facts.values():
+        if fact.sent > 0 and fact.automated * 2 >= fact.sent:
+            continue
+        twin = next((m for m in me if _same_mailbox(fact.address, m)), None)
+        if twin is not None:
+            found[fact.address] = f"same mailbox name as your {twin}"
+            continue
+        for name in _names_of(fact):
+            mine = next((n for n in my_names if compatible(name, n)), None)
+            if mine is not None:
+                found[fact.address] = f"named {fact.names[0]!r}, as you are ({mine})"
+                break
+    return found
+
+
 def refresh(con: Connection, *, ignore_patterns: Sequence[str] = (),
             max_recipients: int = 10) -> int:
     """Rebuild ``identities`` and ``identity_links``; returns the number of people.
@@ -174,36 +278,70 @@ def refresh(con: Connection, *, ignore_patterns: Sequence[str] = (),
     con.execute("DELETE FROM settings WHERE key = 'max_recipients'")
     con.execute("INSERT INTO settings VALUES ('max_recipients', ?)", [str(max_recipients)])
     decisions = con.execute("SELECT kind, address, other FROM person_decisions "
-                            "ORDER BY decided_at").fetchall()
+                            "ORDER BY decided_at, address").fetchall()
     facts = _facts(con)
+    me = [r[0] for r in con.execute(
+        "SELECT DISTINCT address FROM me_addresses ORDER BY address").fetchall()]
+    mine = _my_aliases(facts, me, _my_names(con))
     groups = _Groups({a: f.first_seen for a, f in facts.items()})
-    links: list[tuple[str, str, dt.datetime | None, str]] = []
+    links: list[Link] = []
 
     for kind, a, b in decisions:
         if kind == "merge" and a in facts and b in facts:
             groups.union(a, b)
-            links.append((a, b, None, "merge"))
+            links.append((a, b, None, "merge", "you merged them (people merge)"))
 
-    by_name: dict[str, list[Address]] = defaultdict(list)
+    def human(fact: Address) -> bool:
+        return not (fact.sent > 0 and fact.automated * 2 >= fact.sent) \
+            and fact.address not in mine and fact.first_seen is not None \
+            and fact.last_seen is not None
+
+    # Candidates: addresses that share a first and last name (display or spelled) or a
+    # mailbox name; only those pairs are compared.
+    buckets: dict[tuple[str, ...], list[Address]] = defaultdict(list)
     for fact in facts.values():
-        key = name_key(fact.name)
-        human = not (fact.sent > 0 and fact.automated * 2 >= fact.sent)
-        if key and human and fact.first_seen is not None and fact.last_seen is not None:
-            by_name[key].append(fact)
-    candidates = {f.address for group in by_name.values() if len(group) > 1 for f in group}
-    together = _shared_threads(con, candidates)
-    for group in by_name.values():
-        if len(group) < 2:
+        if not human(fact):
             continue
+        keys = {(n.first, n.last) for n in _names_of(fact)}
+        spelled = name_from_address(fact.address)
+        if spelled is not None:
+            keys.add((spelled.first, spelled.last))
+        keys.add(("@local", fact.address.rpartition("@")[0]))
+        keys.update(("@key", k) for k in map(name_key, fact.names) if k)
+        for key in keys:
+            buckets[key].append(fact)
+    buckets = {k: v for k, v in buckets.items() if len(v) > 1}
+    candidates = {f.address for group in buckets.values() for f in group}
+    in_one_thread = _shared_threads(con, candidates)
+    in_one_message = _together(con, candidates)
+    pairs: dict[frozenset[str], tuple[Address, Address]] = {}
+    for group in buckets.values():
         group.sort(key=lambda f: (f.first_seen, f.address))
-        for old, new in itertools.pairwise(group):
-            if old.address.rpartition("@")[2] == new.address.rpartition("@")[2]:
-                continue
-            assert old.last_seen and new.first_seen and new.last_seen
-            silent = old.last_seen <= new.first_seen + MOVE_GRACE < new.last_seen + MOVE_GRACE
-            if silent and frozenset((old.address, new.address)) not in together:
-                groups.union(old.address, new.address)
-                links.append((old.address, new.address, new.first_seen, "new_address"))
+        for i, old in enumerate(group):
+            for new in group[i + 1:]:
+                pairs.setdefault(frozenset((old.address, new.address)), (old, new))
+    for key in sorted(pairs, key=sorted):
+        old, new = pairs[key]
+        if key in in_one_thread or groups.find(old.address) == groups.find(new.address):
+            continue
+        why = None if key in in_one_message else _alias_evidence(old, new)
+        if why is not None:
+            groups.union(old.address, new.address)
+            links.append((old.address, new.address, new.first_seen, "same_person", why))
+            continue
+        # A move: the same full name at another domain, the old address silent since.
+        if old.address.rpartition("@")[2] == new.address.rpartition("@")[2]:
+            continue
+        if not {name_key(x) for x in old.names} & {name_key(x) for x in new.names} - {None}:
+            continue
+        assert old.last_seen and new.first_seen and new.last_seen
+        silent = old.last_seen <= new.first_seen + MOVE_GRACE < new.last_seen + MOVE_GRACE
+        if silent:
+            groups.union(old.address, new.address)
+            links.append((old.address, new.address, new.first_seen, "new_address",
+                          f"same name ({new.name}); {old.address} silent since "
+                          f"{old.last_seen:%Y-%m-%d}, {new.address} from "
+                          f"{new.first_seen:%Y-%m-%d}"))
 
     ignored_addresses = {a for kind, a, _ in decisions if kind == "ignore"}
     members: dict[str, list[Address]] = defaultdict(list)
@@ -222,14 +360,17 @@ def refresh(con: Connection, *, ignore_patterns: Sequence[str] = (),
         for f in people:
             automated = f.sent > 0 and f.automated * 2 >= f.sent
             rows.append((f.address, pid, f.name, f is primary, automated, ignored,
-                         f.first_seen, f.last_seen))
+                         f.first_seen, f.last_seen, f.address in mine))
+    for address, why in sorted(mine.items()):
+        links.append((address, address, None, "me", why))
     con.execute("DELETE FROM identities")
     with con.appender("identities") as app:
         app.append_rows(rows)
     con.execute("DELETE FROM identity_links")
     with con.appender("identity_links") as app:
-        app.append_rows((person_id_for(groups.find(a)), a, b, since, reason)
-                        for a, b, since, reason in links)
+        app.append_rows((person_id_for(groups.find(a)), a, b, since, reason, why)
+                        for a, b, since, reason, why in links)
+    threads.refresh(con, {a: groups.find(a) for a in facts})
     con.execute("DELETE FROM settings WHERE key = ?", [PEOPLE_BUILT_FROM])
     con.execute("INSERT INTO settings VALUES (?, ?)",
                 [PEOPLE_BUILT_FROM, _built_from(con, ignore_patterns, max_recipients)])

@@ -202,6 +202,8 @@ SCHEMA: tuple[Section, ...] = (
                 default=0.8, check=_check_share),
             Key("one_sided_max_reply_share", "number", "at most this share of threads answered "
                 "by the other side", 0.2, default=0.2, check=_check_share),
+            Key("introduction_max_people", "integer", "a message to more people than this "
+                "is a distribution, not an introduction", 3, default=3, check=_check_positive),
         ),
     ),
 )

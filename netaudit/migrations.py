@@ -224,7 +224,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         FROM tie_metrics(now()) t LEFT JOIN people p USING (person_id)
         WHERE t.is_tie""",
     )),
-    Migration(4, "threads found by subject, bounce arrival dates", (
+    Migration(4, "threads found by subject, bounce arrival dates, why addresses are joined", (
         # A hash of the subject with reply and forward prefixes stripped, and which prefix it
         # had: enough to put mail without threading headers into threads without keeping
         # subjects (store_subjects = false).
@@ -232,6 +232,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE messages ADD COLUMN subject_prefix VARCHAR",  # reply, forward or NULL
         # When the bounced message itself arrived (Arrival-Date); reported_at is the failure
         "ALTER TABLE bounces ADD COLUMN arrival_at TIMESTAMPTZ",
+        # An address not configured as mine but carrying my own name (a home address I
+        # write to myself): kept in identities, out of people and interactions.
+        "ALTER TABLE identities ADD COLUMN is_me BOOLEAN NOT NULL DEFAULT false",
+        # Why two addresses were joined, in words `netaudit person` shows
+        "ALTER TABLE identity_links ADD COLUMN evidence VARCHAR",
+        """CREATE OR REPLACE VIEW people AS
+        SELECT person_id,
+               arg_max(name, is_primary::INTEGER * 1e12
+                             + epoch(coalesce(last_seen, 'epoch'::TIMESTAMPTZ)))
+                   FILTER (WHERE name IS NOT NULL) AS name,
+               arg_max(address, is_primary) AS email,
+               list(address ORDER BY address) AS addresses,
+               bool_or(is_automated AND is_primary) AS is_automated,
+               min(first_seen) AS first_seen, max(last_seen) AS last_seen
+        FROM identities WHERE NOT is_me GROUP BY person_id""",
         """CREATE TABLE thread_links (         -- rebuilt with identities; see analysis/threads
             message_key VARCHAR NOT NULL,
             thread_id VARCHAR NOT NULL,
@@ -291,6 +306,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                e.is_reply, e.source, e.thread_method
         FROM events e LEFT JOIN identities i ON i.address = e.address
         WHERE e.address NOT IN (SELECT address FROM me)
-          AND NOT coalesce(i.is_automated, false) AND NOT coalesce(i.ignored, false)""",
+          AND NOT coalesce(i.is_automated OR i.ignored OR i.is_me, false)""",
     )),
 )

@@ -126,7 +126,9 @@ def build(root: Path) -> tuple[Path, Path]:
     # I keep writing; no answer ever.
     for when in days(dt.date(2025, 8, 1), dt.date(2026, 6, 20), 30):
         box.exchange(UNANSWERED, when, i_start=True, reply=False)
-    # They keep writing; I never answer.
+    # They keep writing; I never answer. We know each other: I wrote once, two years ago
+    # (someone I never wrote to at all is a stranger, not a one-sided tie).
+    box.exchange(PUSHY, dt.datetime(2024, 9, 2, 10, 0, tzinfo=UTC), i_start=True)
     for when in days(dt.date(2025, 8, 5), dt.date(2026, 6, 20), 25):
         box.exchange(PUSHY, when, i_start=False, reply=False)
     # Moved: the old address until mid-December, the new one from mid-January.

@@ -1,0 +1,77 @@
+"""Threads for mail that carries no threading headers, found by subject and people.
+
+Outlook and Notes exports, PST conversions and the Enron corpus have no References or
+In-Reply-To: by those headers alone every message would start a thread of its own, and every
+answer would look unanswered. Such a message (DESIGN.md "Thread without threading headers")
+joins the thread of the latest earlier message that has the same normalised subject
+(``messages.subject_key``, prefixes stripped at ingest), shares a person with it other than
+me, and is at most 90 days older. Only a reply or a forward ("Re:", "AW:", "Fwd:"...) joins:
+a message that repeats a subject without a prefix (the weekly "Gas report") starts a thread.
+
+The result is ``thread_links`` (message, thread, method), rebuilt with the identities; the
+``message_threads`` view prefers a server's thread id, References and In-Reply-To, and uses a
+link only where those are missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Mapping
+
+from netaudit.db import Connection
+
+WINDOW = dt.timedelta(days=90)
+
+
+def refresh(con: Connection, person_of: Mapping[str, str] | None = None) -> int:
+    """Rebuild ``thread_links``; returns how many messages were linked.
+
+    ``person_of`` maps an address to its person, so that a person who answers from another
+    address still shares the thread. Runs inside the caller's write transaction.
+    """
+    person_of = person_of or {}
+    # Only subjects that occur more than once can link anything.
+    rows = con.execute("""
+        WITH repeated AS (
+            SELECT subject_key FROM messages
+            WHERE subject_key IS NOT NULL AND sent_at IS NOT NULL
+            GROUP BY subject_key HAVING count(*) > 1),
+        me AS (SELECT DISTINCT address FROM me_addresses UNION
+               SELECT address FROM identities WHERE is_me)
+        SELECT m.subject_key, m.sent_at, m.message_key,
+               coalesce(m.thread_hint, m.refs[1], m.in_reply_to) AS own_thread,
+               m.subject_prefix,
+               list(DISTINCT p.address ORDER BY p.address)
+                   FILTER (WHERE p.address NOT IN (SELECT address FROM me)) AS people
+        FROM messages m JOIN repeated USING (subject_key)
+        LEFT JOIN participants p ON p.message_key = m.message_key
+             AND p.role IN ('from', 'to', 'cc')
+        GROUP BY ALL
+        ORDER BY m.subject_key, m.sent_at, m.message_key""").fetchall()
+    by_subject: dict[str, list[tuple[dt.datetime, str, str | None, str | None, frozenset[str]]]]
+    by_subject = defaultdict(list)
+    for subject_key, sent_at, key, own, prefix, people in rows:
+        who = frozenset(person_of.get(a, a) for a in people or ())
+        by_subject[subject_key].append((sent_at, key, own, prefix, who))
+
+    links: list[tuple[str, str, str]] = []
+    for messages in by_subject.values():
+        thread_of: dict[str, str] = {}
+        for i, (sent_at, key, own, prefix, who) in enumerate(messages):
+            thread_of[key] = own or key
+            if own is not None or prefix is None or not who:
+                continue
+            for j in range(i - 1, -1, -1):
+                earlier_at, earlier_key, _, _, earlier_who = messages[j]
+                if sent_at - earlier_at > WINDOW:
+                    break
+                if who & earlier_who:
+                    thread_of[key] = thread_of[earlier_key]
+                    links.append((key, thread_of[key], "subject"))
+                    break
+    con.execute("DELETE FROM thread_links")
+    if links:
+        with con.appender("thread_links") as app:
+            app.append_rows(links)
+    return len(links)
