@@ -165,20 +165,37 @@ def _window_counts(con: Connection, start: dt.datetime, as_of: dt.datetime
 
 
 def _bounced(con: Connection, as_of: dt.datetime) -> dict[str, tuple[str, dt.datetime]]:
-    """Addresses whose failure was reported after my last contact with them."""
+    """Addresses whose failure was reported by ``as_of`` with no successful contact after it.
+
+    A bounce row's failure time is its Last-Attempt-Date, else the notification's own Date
+    (the DSN message), else its Arrival-Date. The message that bounced was sent at about its
+    Arrival-Date (else at about the failure time). A successful contact is any interaction
+    with the address after the failure, or a message received from it after the bounced
+    message was sent. What I sent between the two is the bounced message itself (or more mail
+    bouncing), not a contact. Per person: the address with the latest such failure.
+    """
     rows = con.execute("""
         WITH b AS (
-            SELECT recipient, max(reported_at) AS reported_at FROM bounces
-            WHERE coalesce(action, 'failed') = 'failed' AND reported_at <= ?::TIMESTAMPTZ
-            GROUP BY recipient),
+            SELECT b.recipient,
+                   coalesce(b.reported_at, m.sent_at, b.arrival_at) AS failed_at,
+                   coalesce(b.arrival_at, b.reported_at, m.sent_at) AS sent_at
+            FROM bounces b LEFT JOIN messages m USING (message_key)
+            WHERE coalesce(b.action, 'failed') = 'failed'),
+        reported AS (SELECT * FROM b WHERE failed_at <= ?::TIMESTAMPTZ),
         last AS (
-            SELECT email, max(ts) AS last_ts FROM report_interactions
-            WHERE ts <= ?::TIMESTAMPTZ GROUP BY email)
-        SELECT i.person_id, b.recipient, b.reported_at
-        FROM b JOIN identities i ON i.address = b.recipient
-        LEFT JOIN last ON last.email = b.recipient
-        WHERE last.last_ts IS NULL OR last.last_ts < b.reported_at""",
-                       [as_of, as_of]).fetchall()
+            SELECT email, max(ts) AS last_ts,
+                   max(ts) FILTER (WHERE direction = 'received') AS last_received
+            FROM report_interactions
+            WHERE email IN (SELECT recipient FROM reported) GROUP BY email),
+        dead AS (
+            SELECT r.recipient, max(r.failed_at) AS failed_at
+            FROM reported r LEFT JOIN last ON last.email = r.recipient
+            WHERE coalesce(last.last_ts <= greatest(r.failed_at, r.sent_at), true)
+              AND coalesce(last.last_received <= r.sent_at, true)
+            GROUP BY r.recipient)
+        SELECT i.person_id, d.recipient, d.failed_at
+        FROM dead d JOIN identities i ON i.address = d.recipient
+        ORDER BY d.failed_at, d.recipient""", [as_of]).fetchall()
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
@@ -352,15 +369,16 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
                         "current": current, "since": since.date().isoformat(),
                         "reason": f"writes from {current} since {since.date().isoformat()}; "
                                   f"{previous} went silent"})
-    for pid, (address, reported) in sorted(bounced.items(), key=lambda kv: kv[1][1],
-                                           reverse=True):
+    for pid, (address, failed) in sorted(bounced.items(), key=lambda kv: kv[1][1],
+                                         reverse=True):
         tie = ties.get(pid)
         if tie is None:
             continue
         current = tie.email if tie.email != address else None
+        day = failed.date().isoformat()  # the failure's time, not when the bounced mail left
         changed.append({**tie.who(), "signal": "bounce", "previous": address,
-                        "current": current, "since": reported.date().isoformat(),
-                        "reason": f"mail to {address} bounced on {reported.date().isoformat()}"})
+                        "current": current, "since": day,
+                        "reason": f"mail to {address} bounced on {day}"})
 
     neglected = _neglected(ties, end, t, skip=set(bounced) | one_sided_ids)
 

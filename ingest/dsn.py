@@ -2,7 +2,12 @@
 
 Pure on purpose: the bytes of one ``message/delivery-status`` part in, one report per recipient
 out, never an exception. The SUSTAIN report uses these rows to warn before the user writes to a
-dead address, so only the recipient, the action, the status and the time are kept.
+dead address, so only the recipient, the action, the status and the times are kept.
+
+Two times, because they answer different questions. ``Last-Attempt-Date`` is when delivery
+failed; ``Arrival-Date`` is when the reporting MTA received the message that bounced, which is
+about when that message was sent, not when it failed. The report's own Date header (not in
+this part; the caller has it) is the failure's time when there is no ``Last-Attempt-Date``.
 
 Real reports bend the RFC's layout, so blocks are found by field names rather than by blank
 lines alone:
@@ -53,7 +58,8 @@ class DsnRecipient:
     action: str | None  # failed, delayed, delivered, relayed, expanded
     status: str | None  # e.g. 5.1.1
     diagnostic: str | None  # the remote server's words, for a person to read
-    reported_at: dt.datetime | None  # Last-Attempt-Date, else the report's Arrival-Date (UTC)
+    reported_at: dt.datetime | None  # Last-Attempt-Date (UTC): when delivery failed
+    arrival_at: dt.datetime | None  # Arrival-Date (UTC): when the bounced message arrived
 
 
 def _fields(text: str) -> list[tuple[str, str] | None]:
@@ -155,7 +161,7 @@ def parse_delivery_status(data: bytes | str) -> list[DsnRecipient]:
         out.append(DsnRecipient(
             recipient=recipient, action=action, status=status,
             diagnostic=" ".join(diagnostic.split())[:500] if diagnostic else None,
-            reported_at=parse_date(block.get("last-attempt-date")) or arrival))
+            reported_at=parse_date(block.get("last-attempt-date")), arrival_at=arrival))
         if len(out) >= MAX_RECIPIENTS:
             break
     return out

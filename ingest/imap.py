@@ -578,7 +578,7 @@ class AccountSync:
                 rec = records[uid]
                 for r in dsn.parse_delivery_status(decode_part(data, encoding)):
                     yield Bounce(rec.message_key, r.recipient, r.action, r.status,
-                                 r.reported_at or rec.date)
+                                 r.reported_at or rec.date, r.arrival_at)
 
     def _commit(self, folder: Folder, uidvalidity: int, batch: Batch, out: FolderResult) -> None:
         """Messages, my sent-folder addresses, bounces and the new position: one transaction,

@@ -221,7 +221,8 @@ def _bounces(item: RawMessage, message_key: str, date: dt.datetime | None) -> li
     part = mailfiles.delivery_status_part(raw)
     if part is None:
         return []
-    return [Bounce(message_key, r.recipient, r.action, r.status, r.reported_at or date)
+    return [Bounce(message_key, r.recipient, r.action, r.status, r.reported_at or date,
+                   r.arrival_at)
             for r in parse_delivery_status(part)]
 
 

@@ -86,13 +86,19 @@ def _micros(when: dt.datetime | None) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Bounce:
-    """One failed (or delayed) recipient from a delivery status notification."""
+    """One failed (or delayed) recipient from a delivery status notification.
+
+    ``reported_at`` is when delivery failed: the report's Last-Attempt-Date, else the date of
+    the notification itself (the message ``message_key``). ``arrival_at`` is its Arrival-Date,
+    when the message that bounced reached the reporting server: about when it was sent.
+    """
 
     message_key: str
     recipient: str
     action: str | None
     status: str | None
     reported_at: dt.datetime | None
+    arrival_at: dt.datetime | None
 
 
 MessageRow = tuple[Any, ...]  # stage_messages' columns in order, seq (the index) first
@@ -216,12 +222,13 @@ def write_bounces(con: Connection, bounces: Sequence[Bounce]) -> None:
     """Store bounce rows once per (report, recipient), inside the caller's transaction."""
     forgotten = forgotten_hashes(con)
     con.execute("CREATE OR REPLACE TEMP TABLE stage_bounces AS SELECT message_key, recipient, "
-                "action, status, reported_at FROM bounces LIMIT 0")
+                "action, status, reported_at, arrival_at FROM bounces LIMIT 0")
     with con.appender("stage_bounces") as app:
-        app.append_rows((b.message_key, b.recipient, b.action, b.status, b.reported_at)
+        app.append_rows((b.message_key, b.recipient, b.action, b.status, b.reported_at,
+                         b.arrival_at)
                         for b in bounces if forget_hash(b.recipient) not in forgotten)
     con.execute("""
-        INSERT INTO bounces (message_key, recipient, action, status, reported_at)
+        INSERT INTO bounces (message_key, recipient, action, status, reported_at, arrival_at)
         SELECT DISTINCT s.* FROM stage_bounces s ANTI JOIN bounces b
           ON b.message_key = s.message_key AND b.recipient = s.recipient""")
 
