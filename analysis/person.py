@@ -49,6 +49,14 @@ def show(con: Connection, query: str, *, tz: str) -> str:
     console.print("Addresses: " + ", ".join(addresses))
     if decisions:
         console.print("Your decisions: " + ", ".join(d[0] for d in decisions))
+    joined = con.execute("""
+        SELECT previous, current, coalesce(evidence, reason) FROM identity_links
+        WHERE person_id = ? AND reason <> 'me' ORDER BY since NULLS FIRST, previous, current""",
+                         [person_id]).fetchall()
+    if joined:
+        console.print("Why these addresses are one person:")
+        for previous, current, why in joined:
+            console.print(f"  {previous} = {current}: {why}")
     if metrics is None:
         console.print("No personal interactions (only automated or bulk mail).")
         return out.getvalue()

@@ -24,12 +24,15 @@ Definitions (DESIGN.md "Definitions"; thresholds from ``[analysis]`` in the conf
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from analysis.names import org_domain
 from netaudit.db import Connection
 
 REPORT_VERSION = 1
@@ -43,7 +46,7 @@ EMAIL_ONLY_MIN_EMAILS = 4
 DEFAULTS = {
     "neglect_min_days": 60, "neglect_min_interaction_days": 4, "neglect_gap_factor": 2.0,
     "neglect_min_silence_days": 45, "one_sided_min_threads": 4, "one_sided_share": 0.8,
-    "one_sided_max_reply_share": 0.2,
+    "one_sided_max_reply_share": 0.2, "introduction_max_people": 3,
 }
 
 
@@ -69,10 +72,13 @@ class Tie:
     is_tie: bool
     strength: float = 0.0
     layer: int | None = None
+    name_shared: bool = False  # another person has the same name: show the address too
 
     def who(self) -> dict[str, Any]:
-        return {"person": self.name or self.email, "email": self.email,
-                "addresses": self.addresses}
+        person = self.name or self.email
+        if self.name and self.name_shared:
+            person = f"{self.name} <{self.email}>"
+        return {"person": person, "email": self.email, "addresses": self.addresses}
 
 
 @dataclass
@@ -113,6 +119,9 @@ def _ties(con: Connection, as_of: dt.datetime) -> dict[str, Tie]:
         LEFT JOIN people p USING (person_id)""",
                        [as_of]).fetchall()
     ties = {r[0]: Tie(*r) for r in rows}
+    names = Counter(" ".join(t.name.casefold().split()) for t in ties.values() if t.name)
+    for tie in ties.values():
+        tie.name_shared = bool(tie.name) and names[" ".join(tie.name.casefold().split())] > 1
     weights = con.execute("""
         SELECT person_id, sum(CASE channel WHEN 'meeting' THEN 3.0 ELSE 1.0 END
                               * pow(0.5, date_diff('second', ts, ?::TIMESTAMPTZ)
@@ -200,41 +209,81 @@ def _bounced(con: Connection, as_of: dt.datetime) -> dict[str, tuple[str, dt.dat
 
 
 def _introductions(con: Connection, start: dt.datetime, as_of: dt.datetime,
-                   max_recipients: int) -> list[dict[str, Any]]:
+                   max_recipients: int, max_people: int) -> list[dict[str, Any]]:
+    """Conversations I started that put people together who had never been in one.
+
+    Not an introduction: a reply inside an existing thread (it must start its thread), mail
+    to more than ``max_people`` people (a distribution), two addresses of one person, two
+    people of one organisation (colleagues know each other without my mail saying so), and
+    someone only copied (Cc) for information: both people are addressed in To.
+    ``between`` holds the people who met, not every recipient; one thread is one
+    introduction.
+    """
     rows = con.execute("""
-        WITH me AS (SELECT DISTINCT address FROM me_addresses),
-        recip AS (
-            SELECT DISTINCT m.message_key, m.sent_at, t.thread_id, p.address
-            FROM messages m JOIN message_threads t USING (message_key)
-            JOIN participants p USING (message_key)
-            LEFT JOIN identities i ON i.address = p.address
-            WHERE m.direction = 'sent' AND m.automated_reason IS NULL
-              AND m.recipient_count BETWEEN 2 AND ? AND p.role IN ('to', 'cc')
-              AND m.sent_at > ?::TIMESTAMPTZ AND m.sent_at <= ?::TIMESTAMPTZ
-              AND p.address NOT IN (SELECT address FROM me)
-              AND NOT coalesce(i.is_automated OR i.ignored, false)),
-        pairs AS (
-            SELECT a.message_key, a.sent_at, a.thread_id, a.address AS x, b.address AS y
-            FROM recip a JOIN recip b ON a.message_key = b.message_key AND a.address < b.address),
-        seen AS (
-            SELECT t.thread_id, p.address, min(t.sent_at) AS first_ts
+        WITH recip AS (
+            SELECT DISTINCT t.message_key, t.sent_at, t.thread_id, i.person_id, p.address,
+                   p.role = 'to' AS in_to
             FROM message_threads t JOIN participants p USING (message_key)
-            WHERE p.role IN ('from', 'to', 'cc') AND p.address IN (SELECT address FROM recip)
+            JOIN identities i ON i.address = p.address
+            WHERE t.direction = 'sent' AND t.automated_reason IS NULL AND t.starts_thread
+              AND t.recipient_count <= ? AND p.role IN ('to', 'cc')
+              AND t.sent_at > ?::TIMESTAMPTZ AND t.sent_at <= ?::TIMESTAMPTZ
+              AND p.address NOT IN (SELECT address FROM me_addresses)
+              AND NOT (i.is_automated OR i.ignored OR i.is_me)),
+        sized AS (SELECT message_key FROM recip GROUP BY message_key
+                  HAVING count(DISTINCT person_id) BETWEEN 2 AND ?)
+        SELECT r.message_key, r.sent_at, r.thread_id, r.person_id, r.address, r.in_to
+        FROM recip r JOIN sized USING (message_key)
+        ORDER BY r.sent_at, r.message_key, r.person_id, r.in_to DESC, r.address""",
+                       [max_recipients, start, as_of, max_people]).fetchall()
+    messages: dict[str, tuple[dt.datetime, str, dict[str, tuple[str, bool]]]] = {}
+    for key, sent_at, thread_id, person_id, address, in_to in rows:
+        messages.setdefault(key, (sent_at, thread_id, {}))[2].setdefault(
+            person_id, (address, in_to))
+    candidates: list[tuple[str, dt.datetime, str, str, str]] = []
+    for key, (sent_at, thread_id, persons) in messages.items():
+        for (p1, (a1, to1)), (p2, (a2, to2)) in itertools.combinations(
+                sorted(persons.items()), 2):
+            org1, org2 = org_domain(a1), org_domain(a2)
+            if not (to1 and to2) or (org1 is not None and org1 == org2):
+                continue  # copied for information, or colleagues
+            candidates.append((key, sent_at, thread_id, p1, p2))
+    if not candidates:
+        return []
+    con.execute("CREATE OR REPLACE TEMP TABLE intro_pairs (message_key VARCHAR, "
+                "sent_at TIMESTAMPTZ, thread_id VARCHAR, x VARCHAR, y VARCHAR)")
+    with con.appender("intro_pairs") as app:
+        app.append_rows(candidates)
+    rows = con.execute("""
+        WITH persons AS (SELECT DISTINCT person_id FROM (
+                SELECT x AS person_id FROM intro_pairs UNION SELECT y FROM intro_pairs)),
+        seen AS (  -- every thread each of these people was in, and when they first were
+            SELECT t.thread_id, i.person_id, min(t.sent_at) AS first_ts
+            FROM message_threads t JOIN participants p USING (message_key)
+            JOIN identities i ON i.address = p.address
+            WHERE p.role IN ('from', 'to', 'cc')
+              AND i.person_id IN (SELECT person_id FROM persons)
             GROUP BY ALL),
         new_pairs AS (
-            SELECT * FROM pairs pr WHERE NOT EXISTS (
+            SELECT * FROM intro_pairs pr WHERE NOT EXISTS (
                 SELECT 1 FROM seen s1 JOIN seen s2 ON s1.thread_id = s2.thread_id
-                WHERE s1.address = pr.x AND s2.address = pr.y
+                WHERE s1.person_id = pr.x AND s2.person_id = pr.y
                   AND s1.thread_id <> pr.thread_id
                   AND s1.first_ts < pr.sent_at AND s2.first_ts < pr.sent_at)),
         firsts AS (  -- one introduction per thread: its first message
-            SELECT thread_id, min(sent_at) AS sent_at FROM new_pairs GROUP BY thread_id)
-        SELECT f.sent_at, list(DISTINCT r.address ORDER BY r.address)
-        FROM firsts f JOIN new_pairs n USING (thread_id, sent_at)
-        JOIN recip r ON r.message_key = n.message_key
-        GROUP BY f.thread_id, f.sent_at ORDER BY f.sent_at""",
-                       [max_recipients, start, as_of]).fetchall()
-    return [{"date": r[0].date().isoformat(), "between": list(r[1])} for r in rows]
+            SELECT thread_id, min(sent_at) AS sent_at FROM new_pairs GROUP BY thread_id),
+        met AS (
+            SELECT f.thread_id, f.sent_at, unnest([n.x, n.y]) AS person_id
+            FROM firsts f JOIN new_pairs n USING (thread_id, sent_at))
+        SELECT met.sent_at, list(DISTINCT coalesce(pp.email, met.person_id)
+                                 ORDER BY coalesce(pp.email, met.person_id)),
+               list(DISTINCT coalesce(pp.name, pp.email, met.person_id)
+                    ORDER BY coalesce(pp.name, pp.email, met.person_id))
+        FROM met LEFT JOIN people pp USING (person_id)
+        GROUP BY met.thread_id, met.sent_at ORDER BY met.sent_at, met.thread_id""").fetchall()
+    return [{"date": r[0].date().isoformat(), "between": list(r[1]), "people": list(r[2]),
+             "reason": "you wrote to " + ", ".join(r[2]) + ", who had never been in a "
+                       "conversation together"} for r in rows]
 
 
 def _meetings(con: Connection, start: dt.datetime, as_of: dt.datetime) -> tuple[int, int, int]:
@@ -279,7 +328,10 @@ def _monthly_volume(con: Connection, start: dt.datetime, as_of: dt.datetime
 
 
 def _neglected(ties: Mapping[str, Tie], as_of: dt.datetime, t: Mapping[str, Any],
-               skip: set[str]) -> list[tuple[float, dict[str, Any]]]:
+               skip: set[str], one_sided: Mapping[str, str]
+               ) -> list[tuple[float, dict[str, Any]]]:
+    """Ties silent for longer than their own rhythm allows. A tie that is also one-sided
+    stays in the list, marked (``also_one_sided``), so the user sees both facts."""
     out = []
     for tie in ties.values():
         if not tie.is_tie or tie.person_id in skip or not tie.usual_gap_days:
@@ -299,8 +351,14 @@ def _neglected(ties: Mapping[str, Tie], as_of: dt.datetime, t: Mapping[str, Any]
                  "overdue_factor": round(overdue, 1),
                  "reason": f"usually every {span(gap)}; {span(days_since)} since your last "
                            "contact"}
+        pattern = one_sided.get(tie.person_id)
+        if pattern:
+            entry["also_one_sided"] = pattern
+            entry["reason"] += ("; also one-sided: you start most threads"
+                                if pattern == "you_initiate"
+                                else "; also one-sided: they start most threads")
         out.append((overdue * math.log1p(total), entry))
-    out.sort(key=lambda pair: -pair[0])
+    out.sort(key=lambda pair: (-pair[0], pair[1]["email"]))
     return out
 
 
@@ -332,7 +390,8 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
     window = _window_counts(con, start, end)
     bounced = _bounced(con, end)
 
-    one_sided, one_sided_ids = [], set()
+    one_sided: list[tuple[int, dict[str, Any]]] = []
+    one_sided_ids: dict[str, str] = {}
     for pid, (n, by_me, by_them, me_replied, they_replied) in threads.items():
         tie = ties.get(pid)
         if tie is None or n < t["one_sided_min_threads"]:
@@ -343,24 +402,27 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
             reason = (f"you started {by_me} of {n} threads this year; they answered "
                       f"{they_replied or 'none'}")
         elif by_them >= t["one_sided_share"] * n and \
-                me_replied <= t["one_sided_max_reply_share"] * n:
+                me_replied <= t["one_sided_max_reply_share"] * n and \
+                (tie.emails_sent or tie.meetings):
+            # someone I never wrote to nor met is a sender of bulk mail or a stranger,
+            # not a relationship
             pattern = "they_initiate"
             reason = (f"they started {by_them} of {n} threads this year; you answered "
                       f"{me_replied or 'none'}")
         if pattern:
-            one_sided_ids.add(pid)
+            one_sided_ids[pid] = pattern
             one_sided.append((n, {**tie.who(), "pattern": pattern,
                                   "threads_started_by_you": by_me,
                                   "threads_started_by_them": by_them,
                                   "replies_from_you": me_replied,
                                   "replies_from_them": they_replied, "reason": reason}))
-    one_sided.sort(key=lambda pair: -pair[0])
+    one_sided.sort(key=lambda pair: (-pair[0], pair[1]["email"]))
 
     changed: list[dict[str, Any]] = []
     moved = con.execute("""
         SELECT person_id, previous, current, since FROM identity_links
         WHERE reason = 'new_address' AND since <= ?::TIMESTAMPTZ AND since > ?::TIMESTAMPTZ
-        ORDER BY since DESC""", [end, start]).fetchall()
+        ORDER BY since DESC, person_id, current""", [end, start]).fetchall()
     for pid, previous, current, since in moved:
         tie = ties.get(pid)
         if tie is None:
@@ -380,11 +442,11 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
                         "current": current, "since": day,
                         "reason": f"mail to {address} bounced on {day}"})
 
-    neglected = _neglected(ties, end, t, skip=set(bounced) | one_sided_ids)
+    neglected = _neglected(ties, end, t, skip=set(bounced), one_sided=one_sided_ids)
 
     meetings, in_person, online = _meetings(con, start, end)
     email_only = []
-    close = sorted((x for x in ties.values() if x.is_tie), key=lambda x: -x.strength)
+    close = sorted((x for x in ties.values() if x.is_tie), key=lambda x: (-x.strength, x.email))
     for tie in close[:EMAIL_ONLY_TOP]:
         sent, received, met = window.get(tie.person_id, (0, 0, 0))
         if tie.meetings > met == 0 and sent + received >= EMAIL_ONLY_MIN_EMAILS:
@@ -392,13 +454,14 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
                                f"{sent + received} emails and no meeting"})
 
     new_ties = []
-    for tie in sorted(ties.values(), key=lambda x: x.first_contact):
+    for tie in sorted(ties.values(), key=lambda x: (x.first_contact, x.email)):
         if tie.is_tie and recent_start < tie.first_contact <= recent_end:
             new_ties.append({**tie.who(), "first_contact": tie.first_contact.date().isoformat(),
                              "reason": f"first contact on {tie.first_contact.date().isoformat()}"})
 
     draining = []
-    for pid, (sent, received, _) in window.items():
+    for pid, (sent, received, _) in sorted(window.items(),
+                                           key=lambda kv: (-kv[1][0], kv[0])):
         tie = ties.get(pid)
         n, by_me = threads.get(pid, (0, 0, 0, 0, 0))[:2]
         if tie is None or not tie.is_tie or pid in one_sided_ids or n == 0:
@@ -421,11 +484,13 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
                       "email_only": email_only},
         "connect": {"new_ties": new_ties,
                     "introductions": _introductions(con, recent_start, recent_end,
-                                                    max_recipients)},
+                                                    max_recipients,
+                                                    int(t["introduction_max_people"]))},
         "respect": {"ignored": int(ignored[0]) if ignored else 0, "draining": draining},
     }
     return Report(doc, _monthly_volume(con, start, end),
-                  sorted((x for x in ties.values() if x.is_tie), key=lambda x: -x.strength))
+                  sorted((x for x in ties.values() if x.is_tie),
+                         key=lambda x: (-x.strength, x.email)))
 
 
 def month_bounds(month: str) -> tuple[dt.date, dt.date]:

@@ -10,7 +10,8 @@ a message that repeats a subject without a prefix (the weekly "Gas report") star
 
 The result is ``thread_links`` (message, thread, method), rebuilt with the identities; the
 ``message_threads`` view prefers a server's thread id, References and In-Reply-To, and uses a
-link only where those are missing.
+link only where those are missing. The same table names copies of one message stored under
+several Message-IDs (method ``copy``), which the view leaves out.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ WINDOW = dt.timedelta(days=90)
 
 
 def refresh(con: Connection, person_of: Mapping[str, str] | None = None) -> int:
-    """Rebuild ``thread_links``; returns how many messages were linked.
+    """Rebuild ``thread_links``; returns how many messages were linked (copies included).
 
     ``person_of`` maps an address to its person, so that a person who answers from another
     address still shares the thread. Runs inside the caller's write transaction.
@@ -51,7 +52,11 @@ def refresh(con: Connection, person_of: Mapping[str, str] | None = None) -> int:
         ORDER BY m.subject_key, m.sent_at, m.message_key""").fetchall()
     by_subject: dict[str, list[tuple[dt.datetime, str, str | None, str | None, frozenset[str]]]]
     by_subject = defaultdict(list)
+    copies = _copies(con)
+    copy_keys = {c[0] for c in copies}
     for subject_key, sent_at, key, own, prefix, people in rows:
+        if key in copy_keys:
+            continue
         who = frozenset(person_of.get(a, a) for a in people or ())
         by_subject[subject_key].append((sent_at, key, own, prefix, who))
 
@@ -71,7 +76,28 @@ def refresh(con: Connection, person_of: Mapping[str, str] | None = None) -> int:
                     links.append((key, thread_of[key], "subject"))
                     break
     con.execute("DELETE FROM thread_links")
+    links.extend(copies)
     if links:
         with con.appender("thread_links") as app:
             app.append_rows(links)
     return len(links)
+
+
+def _copies(con: Connection) -> list[tuple[str, str, str]]:
+    """Messages stored more than once under different Message-IDs: the same sender, time to
+    the second, subject and people. Exports write one message into several folders with a
+    new id each (Notes did, in the Enron mailboxes); counted once, by its lowest key."""
+    rows = con.execute("""
+        WITH who AS (
+            SELECT message_key, list(DISTINCT role || ':' || address
+                                     ORDER BY role || ':' || address) AS people
+            FROM participants WHERE role IN ('from', 'to', 'cc') GROUP BY message_key),
+        keyed AS (
+            SELECT m.message_key,
+                   min(m.message_key) OVER (PARTITION BY m.from_addr, m.sent_at,
+                       m.subject_key, who.people) AS original
+            FROM messages m JOIN who USING (message_key)
+            WHERE m.sent_at IS NOT NULL AND m.from_addr IS NOT NULL)
+        SELECT message_key, original, 'copy' FROM keyed WHERE message_key <> original
+        ORDER BY message_key""").fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]

@@ -250,13 +250,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         """CREATE TABLE thread_links (         -- rebuilt with identities; see analysis/threads
             message_key VARCHAR NOT NULL,
             thread_id VARCHAR NOT NULL,
-            method VARCHAR NOT NULL            -- subject
+            method VARCHAR NOT NULL            -- subject; copy (a second copy of thread_id)
         )""",
         # thread_method says how each message found its thread: server (Gmail), references,
         # in_reply_to, subject (no threading headers: same normalised subject, a shared
         # participant, within 90 days) or new (it starts one). A first message whose subject
         # is a reply ("Re: ...") answers mail that is not stored: it starts no thread and is
-        # a reply.
+        # a reply. Copies of one message under other Message-IDs are left out.
         """CREATE OR REPLACE VIEW message_threads AS
         WITH threaded AS (
             SELECT m.message_key, m.sent_at, m.direction, m.source, m.automated_reason,
@@ -269,7 +269,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                         WHEN l.thread_id IS NOT NULL THEN 'subject'
                         ELSE 'new' END AS thread_method
             FROM messages m LEFT JOIN thread_links l USING (message_key)
-            WHERE m.sent_at IS NOT NULL)
+            WHERE m.sent_at IS NOT NULL AND l.method IS DISTINCT FROM 'copy')
         SELECT message_key, sent_at, direction, source, automated_reason, recipient_count,
                thread_id, thread_method,
                row_number() OVER w = 1 AND coalesce(subject_prefix, '') <> 'reply'

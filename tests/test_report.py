@@ -123,7 +123,7 @@ def test_meeting_only_contact_is_a_tie_counted_in_socialize(report_doc: dict[str
     social = report_doc["socialize"]
     # 40 weekly meetings from 2025-09-01; all in the window, all in person
     assert (social["meetings"], social["in_person"], social["online"]) == (40, 40, 0)
-    assert report_doc["summary"]["ties"] == 5  # Sam, Quinn, Maria, Bob, Mia
+    assert report_doc["summary"]["ties"] == 6  # Sam, Quinn, Pat, Maria, Bob, Mia
 
 
 def test_as_of_gives_the_report_of_that_day(planted: tuple[Path, Path], run: Run) -> None:
@@ -182,8 +182,8 @@ def test_public_views_over_sql(planted: tuple[Path, Path], run: Run) -> None:
     ties = json.loads(run("--config", str(cfg), "sql", "--format", "json",
                           "SELECT * FROM ties ORDER BY email", check=True).stdout)
     assert [t["email"] for t in ties] == ["bob@gone.example", "maria@newco.example",
-                                          "mia@meet.example", "quinn@quiet.example",
-                                          "sam@steady.example"]
+                                          "mia@meet.example", "pat@pushy.example",
+                                          "quinn@quiet.example", "sam@steady.example"]
     assert set(ties[0]) == {"person_id", "name", "email", "first_contact", "last_contact",
                             "emails_sent", "emails_received", "meetings",
                             "threads_started_by_me", "threads_started_by_them",
@@ -260,5 +260,5 @@ def test_new_ties_and_introductions(tmp_path: Path, run: Run) -> None:
                          "--format", "json", check=True).stdout)
     assert [e["email"] for e in doc["connect"]["new_ties"]] == [nina[0]]
     assert doc["connect"]["new_ties"][0]["first_contact"] == "2026-06-12"
-    assert doc["connect"]["introductions"] == [
-        {"date": "2026-06-27", "between": [nina[0], scenario.STEADY[0]]}]
+    assert [(e["date"], e["between"], e["people"]) for e in doc["connect"]["introductions"]] \
+        == [("2026-06-27", [nina[0], scenario.STEADY[0]], ["Nina New", "Sam Steady"])]
