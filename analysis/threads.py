@@ -48,6 +48,7 @@ def refresh(con: Connection, person_of: Mapping[str, str] | None = None) -> int:
         FROM messages m JOIN repeated USING (subject_key)
         LEFT JOIN participants p ON p.message_key = m.message_key
              AND p.role IN ('from', 'to', 'cc')
+        WHERE m.sent_at IS NOT NULL
         GROUP BY ALL
         ORDER BY m.subject_key, m.sent_at, m.message_key""").fetchall()
     by_subject: dict[str, list[tuple[dt.datetime, str, str | None, str | None, frozenset[str]]]]
