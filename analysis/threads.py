@@ -84,21 +84,51 @@ def refresh(con: Connection, person_of: Mapping[str, str] | None = None) -> int:
     return len(links)
 
 
+# A copy in another folder may carry a shifted time: Notes wrote 00:50 for 12:50, and zones
+# went wrong in conversion. Such shifts are whole half hours, and less than this.
+COPY_SHIFT = dt.timedelta(hours=14)
+_HALF_HOUR = dt.timedelta(minutes=30)
+
+
 def _copies(con: Connection) -> list[tuple[str, str, str]]:
-    """Messages stored more than once under different Message-IDs: the same sender, time to
-    the second, subject and people. Exports write one message into several folders with a
-    new id each (Notes did, in the Enron mailboxes); counted once, by its lowest key."""
+    """Messages stored more than once under different Message-IDs, as (copy, original, 'copy').
+
+    Exports write one message into several folders with a new id each (Notes did, in the
+    Enron mailboxes): the same sender, subject and people, at the same time to the second, or,
+    in another folder, shifted by whole half hours (less than 14 hours). Each is counted once,
+    as its earliest copy.
+    """
     rows = con.execute("""
         WITH who AS (
             SELECT message_key, list(DISTINCT role || ':' || address
                                      ORDER BY role || ':' || address) AS people
             FROM participants WHERE role IN ('from', 'to', 'cc') GROUP BY message_key),
         keyed AS (
-            SELECT m.message_key,
-                   min(m.message_key) OVER (PARTITION BY m.from_addr, m.sent_at,
-                       m.subject_key, who.people) AS original
+            SELECT m.message_key, m.sent_at,
+                   CASE WHEN regexp_matches(m.location, '#[0-9]+$')  -- mbox#offset
+                        THEN regexp_replace(m.location, '#[0-9]+$', '')
+                        ELSE regexp_replace(m.location, '/[^/]*$', '') END AS folder,
+                   count(*) OVER (PARTITION BY m.from_addr, m.subject_key, who.people) AS n,
+                   dense_rank() OVER (ORDER BY m.from_addr, m.subject_key, who.people) AS grp
             FROM messages m JOIN who USING (message_key)
             WHERE m.sent_at IS NOT NULL AND m.from_addr IS NOT NULL)
-        SELECT message_key, original, 'copy' FROM keyed WHERE message_key <> original
-        ORDER BY message_key""").fetchall()
-    return [(r[0], r[1], r[2]) for r in rows]
+        SELECT grp, message_key, sent_at, folder FROM keyed WHERE n > 1
+        ORDER BY grp, sent_at, message_key""").fetchall()
+    out: list[tuple[str, str, str]] = []
+    seen: list[tuple[dt.datetime, str, str]] = []  # this group's messages: time, folder, original
+    group = None
+    for grp, key, sent_at, folder in rows:
+        if grp != group:
+            group, seen = grp, []
+        original = None
+        for at, seen_folder, seen_original in reversed(seen):
+            shift = sent_at - at
+            if shift >= COPY_SHIFT:
+                break
+            if shift == dt.timedelta(0) or (seen_folder != folder and not shift % _HALF_HOUR):
+                original = seen_original
+                break
+        seen.append((sent_at, folder, original or key))
+        if original is not None:
+            out.append((key, original, "copy"))
+    return out

@@ -68,6 +68,19 @@ def test_one_message_in_several_folders_counts_once(enron: tuple[Path, Path]) ->
     assert counted == [(1,)]
 
 
+def test_a_copy_with_a_shifted_time_counts_once(enron: tuple[Path, Path]) -> None:
+    """Phillip's mail to Jeff Smith of 2001-05-10 00:50 PDT is in _sent_mail, sent,
+    all_documents and discussion_threads at 00:50, and in sent_items and _sent_mail again at
+    12:50 (Notes' 12-hour clock): six stored messages, one email."""
+    _, db = enron
+    stored = query(db, "SELECT count(*) FROM messages WHERE from_addr = 'phillip.allen@enron.com'"
+                       " AND sent_at IN ('2001-05-10 07:50:00+00', '2001-05-10 19:50:00+00')")
+    counted = query(db, "SELECT count(*) FROM interactions WHERE email = 'jsmith@austintx.com'"
+                        " AND ts::DATE = '2001-05-10'")
+    assert stored == [(6,)]
+    assert counted == [(1,)]
+
+
 def test_addresses_of_one_person_at_one_organisation_are_joined(enron: tuple[Path, Path]) -> None:
     """Jane M Tholt is jane.tholt@ (2000), jane.m.tholt@ and m..tholt@ (2001, the Exchange
     migration); X-To names her "Jane M Tholt" / "Tholt, Jane M." on each."""
