@@ -4,14 +4,24 @@ The grouping is recomputed whole after every sync that changed what it reads (it
 next to reading mail) and written to ``identities`` and ``identity_links``, which the public
 views read. Rules:
 
-* my own addresses are never a person;
+* my own addresses are never a person, nor an address that carries my own name or my mailbox
+  name at another of my organisation's domains (``identities.is_me``);
 * ``people merge A B`` joins two addresses; ``people ignore`` marks the whole person;
   ``people forget`` removed the rows already, and only a hash of the address is kept;
+* two addresses at one organisation are one person when their names are compatible
+  (analysis/names.py) and one of the addresses spells that name, or when they are one mailbox
+  name at two of its domains (a mail-system migration: brenda.fletcher@ and
+  brenda.h.fletcher@); never two addresses that appear in one message;
 * a person who moves to another domain stays one person: two addresses with the same
   display name (two words or more, not a role like "Customer Support") at different domains,
   where the old one goes silent about when the new one starts (DESIGN.md "Changed"); never
   two addresses that wrote in the same thread at the same time (two people sharing a name);
 * an address counts as automated when most mail it sent was automated.
+
+Every name the headers give an address counts (From, To, Cc, the X-From/X-To/X-cc copies
+ingest reads, calendar attendees), and ``identity_links.evidence`` says in words why two
+addresses were joined. Threads found by subject (analysis/threads.py) are rebuilt here too:
+they compare people, not addresses.
 """
 
 from __future__ import annotations
@@ -131,15 +141,20 @@ def _my_names(con: Connection) -> list[PersonName]:
     return sorted({n for n in found if n is not None}, key=str)
 
 
-def _together(con: Connection, addresses: Iterable[str]) -> set[frozenset[str]]:
-    """Pairs of the given addresses that appear in one message: whoever wrote it addressed
-    two people (or two people wrote to each other), so they are not one person's aliases."""
+def _stage_addresses(con: Connection, addresses: Iterable[str]) -> bool:
+    """The addresses as temp table ``wanted_addresses``, for a join; False when none."""
     wanted = sorted(set(addresses))
-    if not wanted:
-        return set()
     con.execute("CREATE OR REPLACE TEMP TABLE wanted_addresses (address VARCHAR)")
     with con.appender("wanted_addresses") as app:
         app.append_rows((a,) for a in wanted)
+    return bool(wanted)
+
+
+def _together(con: Connection, addresses: Iterable[str]) -> set[frozenset[str]]:
+    """Pairs of the given addresses that appear in one message: whoever wrote it addressed
+    two people (or two people wrote to each other), so they are not one person's aliases."""
+    if not _stage_addresses(con, addresses):
+        return set()
     rows = con.execute("""
         WITH p AS (SELECT DISTINCT message_key, address FROM participants
                    WHERE address IN (SELECT address FROM wanted_addresses))
@@ -154,12 +169,8 @@ def _shared_threads(con: Connection, addresses: Iterable[str]) -> set[frozenset[
     A person who moved may carry on an old thread from the new address; then the old address
     is done in that thread before the new one starts, and that is not a conflict.
     """
-    wanted = sorted(set(addresses))
-    if not wanted:
+    if not _stage_addresses(con, addresses):
         return set()
-    con.execute("CREATE OR REPLACE TEMP TABLE wanted_addresses (address VARCHAR)")
-    with con.appender("wanted_addresses") as app:
-        app.append_rows((a,) for a in wanted)
     rows = con.execute("""
         WITH t AS (
             SELECT mt.thread_id, p.address, min(mt.sent_at) AS first, max(mt.sent_at) AS last

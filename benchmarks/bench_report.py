@@ -5,8 +5,10 @@ interactions.
 
 The database is filled directly with SQL (files would take far longer to write than the
 report takes to run): 2,000 correspondents with their own rhythms over three years, one
-counterpart per message, a third of the threads answered, 10 % bulk mail on top. Identities
-are rebuilt as after a sync, then the report runs as its own process, best of three.
+counterpart per message, a third of the threads answered, 10 % bulk mail on top, a subject
+key per thread and a few hundred repeated subjects (so that threads found by subject and copies
+are looked for). Identities are rebuilt as after a sync, then the report runs as its own
+process, best of three.
 """
 
 from __future__ import annotations
@@ -39,13 +41,17 @@ SELECT i,
 FROM range({n} * 10 // 9) t(i);  -- a tenth is bulk mail, not an interaction
 INSERT INTO messages (message_key, message_id, source, location, sent_at, date_source, from_addr,
                       from_name, direction, recipient_count, in_reply_to, refs, automated_reason,
-                      is_dsn, size_bytes, ingested_at)
+                      is_dsn, size_bytes, ingested_at, subject_key, subject_prefix)
 SELECT key, key, 'bench', 'gen', ts, 'header',
        CASE WHEN mine THEN 'robin@example.org' ELSE 'p' || who || '@people.example' END,
        NULL, CASE WHEN mine THEN 'sent' ELSE 'received' END, 1,
        CASE WHEN answer THEN 'm' || (i - 1) || '@bench.example' END,
        CASE WHEN answer THEN ['m' || (i - 1) || '@bench.example'] ELSE [] END,
-       CASE WHEN bulk THEN 'mailing list (List-Id)' END, false, 4000, now()
+       CASE WHEN bulk THEN 'mailing list (List-Id)' END, false, 4000, now(),
+       -- a subject per thread, and a few hundred repeated ones ("Weekly report")
+       substr(md5(CASE WHEN hash(i * 23) % 20 = 0 THEN (hash(i) % 300)::VARCHAR
+                       WHEN answer THEN (i - 1)::VARCHAR ELSE i::VARCHAR END), 1, 16),
+       CASE WHEN answer THEN 'reply' END
 FROM gen;
 INSERT INTO participants
 SELECT key, 'from', 0, CASE WHEN mine THEN 'robin@example.org'
