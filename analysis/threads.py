@@ -34,10 +34,12 @@ def refresh(con: Connection, person_of: Mapping[str, str] | None = None) -> int:
     person_of = person_of or {}
     # Only subjects that occur more than once can link anything.
     rows = con.execute("""
-        WITH repeated AS (
+        WITH repeated AS (  -- subjects with a reply or forward that has no threading headers
             SELECT subject_key FROM messages
             WHERE subject_key IS NOT NULL AND sent_at IS NOT NULL
-            GROUP BY subject_key HAVING count(*) > 1),
+            GROUP BY subject_key
+            HAVING count(*) > 1 AND bool_or(subject_prefix IS NOT NULL AND thread_hint IS NULL
+                                            AND refs[1] IS NULL AND in_reply_to IS NULL)),
         me AS (SELECT DISTINCT address FROM me_addresses UNION
                SELECT address FROM identities WHERE is_me)
         SELECT m.subject_key, m.sent_at, m.message_key,
@@ -86,7 +88,8 @@ def refresh(con: Connection, person_of: Mapping[str, str] | None = None) -> int:
 
 # A copy in another folder may carry a shifted time: Notes wrote 00:50 for 12:50, and zones
 # went wrong in conversion. Such shifts are whole half hours, and less than this.
-COPY_SHIFT = dt.timedelta(hours=14)
+COPY_SHIFT_HOURS = 14
+COPY_SHIFT = dt.timedelta(hours=COPY_SHIFT_HOURS)
 _HALF_HOUR = dt.timedelta(minutes=30)
 
 
@@ -99,10 +102,19 @@ def _copies(con: Connection) -> list[tuple[str, str, str]]:
     as its earliest copy.
     """
     rows = con.execute("""
-        WITH who AS (
+        WITH near AS (  -- only a message with another of its sender and subject close by
+            SELECT message_key FROM (
+                SELECT message_key, sent_at,
+                       lag(sent_at) OVER w AS before, lead(sent_at) OVER w AS after
+                FROM messages WHERE sent_at IS NOT NULL AND from_addr IS NOT NULL
+                WINDOW w AS (PARTITION BY from_addr, subject_key ORDER BY sent_at))
+            WHERE sent_at - before < to_hours(?) OR after - sent_at < to_hours(?)),
+        who AS (
             SELECT message_key, list(DISTINCT role || ':' || address
                                      ORDER BY role || ':' || address) AS people
-            FROM participants WHERE role IN ('from', 'to', 'cc') GROUP BY message_key),
+            FROM participants WHERE role IN ('from', 'to', 'cc')
+              AND message_key IN (SELECT message_key FROM near)
+            GROUP BY message_key),
         keyed AS (
             SELECT m.message_key, m.sent_at,
                    CASE WHEN regexp_matches(m.location, '#[0-9]+$')  -- mbox#offset
@@ -113,7 +125,7 @@ def _copies(con: Connection) -> list[tuple[str, str, str]]:
             FROM messages m JOIN who USING (message_key)
             WHERE m.sent_at IS NOT NULL AND m.from_addr IS NOT NULL)
         SELECT grp, message_key, sent_at, folder FROM keyed WHERE n > 1
-        ORDER BY grp, sent_at, message_key""").fetchall()
+        ORDER BY grp, sent_at, message_key""", [COPY_SHIFT_HOURS, COPY_SHIFT_HOURS]).fetchall()
     out: list[tuple[str, str, str]] = []
     seen: list[tuple[dt.datetime, str, str]] = []  # this group's messages: time, folder, original
     group = None
