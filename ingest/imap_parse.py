@@ -21,13 +21,14 @@ from ingest.headers import MessageRecord, Rejected, parse_headers
 from ingest.imap_folders import Folder
 from ingest.store import Quarantined
 
-# The header fields the parser reads (R-IMAP-9), plus X-From for Enron-style display names so
-# that IMAP and a local import of the same mail store the same names.
+# The header fields the parser reads (R-IMAP-9), plus X-From, X-To, X-cc and X-bcc for
+# Enron-style display names and Return-Path for the out-of-office rule, so that IMAP and a
+# local import of the same mail store the same names and reasons.
 HEADER_FIELDS = (
     "FROM", "SENDER", "REPLY-TO", "TO", "CC", "BCC", "DATE", "MESSAGE-ID", "IN-REPLY-TO",
     "REFERENCES", "SUBJECT", "LIST-ID", "LIST-UNSUBSCRIBE", "LIST-POST", "PRECEDENCE",
     "AUTO-SUBMITTED", "X-AUTOREPLY", "X-AUTORESPOND", "CONTENT-TYPE", "FEEDBACK-ID",
-    "X-SES-OUTGOING", "MAILING-LIST", "X-FROM",
+    "X-SES-OUTGOING", "MAILING-LIST", "X-FROM", "X-TO", "X-CC", "X-BCC", "RETURN-PATH",
 )
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS)})]"
 FETCH_ITEMS = ("INTERNALDATE", "RFC822.SIZE", HEADER_ITEM)

@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # the parser is not loaded by a sync that has nothing to pars
 MESSAGE_COLUMNS = (
     "message_key", "message_id", "source", "location", "sent_at", "date_source", "from_addr",
     "from_name", "direction", "recipient_count", "in_reply_to", "refs", "subject",
-    "automated_reason", "is_dsn", "size_bytes", "ingested_at", "thread_hint",
+    "automated_reason", "is_dsn", "size_bytes", "ingested_at", "thread_hint", "subject_key",
+    "subject_prefix",
 )
 PARTICIPANT_COLUMNS = ("message_key", "role", "position", "address", "name")
 
@@ -59,7 +60,7 @@ _STAGE_MESSAGES = """
         sent_us BIGINT, date_source VARCHAR, from_addr VARCHAR, from_name VARCHAR,
         direction VARCHAR, recipient_count INTEGER, in_reply_to VARCHAR, refs VARCHAR,
         subject VARCHAR, automated_reason VARCHAR, is_dsn BOOLEAN, size_bytes BIGINT,
-        thread_hint VARCHAR)"""
+        thread_hint VARCHAR, subject_key VARCHAR, subject_prefix VARCHAR)"""
 _STAGE_PARTICIPANTS = """
     CREATE OR REPLACE TEMP TABLE stage_participants (
         seq INTEGER, role VARCHAR, position INTEGER, address VARCHAR, name VARCHAR)"""
@@ -70,6 +71,7 @@ _MESSAGE_VALUES = (
     "s.from_name", "s.direction", "s.recipient_count", "s.in_reply_to",
     "CASE WHEN s.refs = '' THEN []::VARCHAR[] ELSE string_split(s.refs, ' ') END",
     "s.subject", "s.automated_reason", "s.is_dsn", "s.size_bytes", "$2", "s.thread_hint",
+    "s.subject_key", "s.subject_prefix",
 )
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
@@ -132,7 +134,8 @@ def message_rows(records: Sequence[tuple[str, MessageRecord]],
         messages.append(
             (index, r.message_key, r.message_id, loc, micros(r.date), r.date_source, r.from_addr,
              r.from_name, r.direction, r.recipient_count, r.in_reply_to, " ".join(r.references),
-             r.subject, r.automated_reason, r.is_dsn, r.size, r.thread_hint))
+             r.subject, r.automated_reason, r.is_dsn, r.size, r.thread_hint, r.subject_key,
+             r.subject_prefix))
         participants.extend([(index, p.role, p.position, p.address, p.name)
                              for p in r.participants])
     return Rows(messages, participants)
