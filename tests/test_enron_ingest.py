@@ -89,7 +89,7 @@ def test_the_null_date_is_no_date_and_not_the_conversion_day(enron: Path) -> Non
     """The ten messages dated 31 Dec 1979 (e.g. 13537630.1075855669909, "Re:" from Phillip in
     all_documents) are stored without a date: not 1980-01-01, and not 18 Apr 2022, the day on
     every From_ line of these converted mbox files."""
-    null_dated = sorted(header(m, "Message-ID")[1:-1] for m in raw_messages()  # type: ignore[index]
+    null_dated = sorted((header(m, "Message-ID") or "").strip("<>") for m in raw_messages()
                         if header(m, "Date") == NULL_DATE)
     assert len(null_dated) == 10
     assert "13537630.1075855669909.JavaMail.evans@thyme" in null_dated
@@ -119,7 +119,8 @@ def test_placeholder_date_with_an_imap_internaldate() -> None:
     raw = next(m for m in raw_messages() if header(m, "Date") == NULL_DATE)
     rec = parse_headers(raw.header, fallback_dates=raw.fallback_dates)
     assert isinstance(rec, MessageRecord)
-    assert raw.fallback_dates[0][0] == "from_line" and raw.fallback_dates[0][1] >= CONVERTED
+    source, from_line = raw.fallback_dates[0]
+    assert source == "from_line" and from_line is not None and from_line >= CONVERTED
     assert (rec.date, rec.date_source) == (None, "none")
     assert rec.problems == ("date: 1980-01-01T00:00Z is a placeholder or implausible",)
     imap = parse_message(1, imap_header(raw), b"17-Oct-2000 09:01:00 -0700", None,

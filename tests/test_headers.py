@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 
 import pytest
@@ -444,7 +445,9 @@ def test_missing_or_unreadable_dates_still_fall_back() -> None:
     ("Antw: Budget", "reply"),
     ("R: Budget", "reply"),
     ("RIF: Budget", "reply"),
-    ("Réf. : Budget".replace(". ", " "), "reply"),
+    ("Réf : Budget", "reply"),
+    ("RÉF: Budget", "reply"),
+    ("Vs: Budget", "forward"),
     ("Odp: Budget", "reply"),
     ("RES: Budget", "reply"),
     ("ΑΠ: Budget", "reply"),
@@ -551,7 +554,7 @@ def test_name_fits_address(name: str, address: str, fits: bool) -> None:
     assert name_fits_address(name, address) is fits
 
 
-def names(pairs: list[tuple[str, str | None]], x_value: str) -> list[str | None]:
+def names(pairs: Sequence[tuple[str, str | None]], x_value: str) -> list[str | None]:
     return [name for _, name in names_for_addresses(tuple(pairs), x_entries(x_value))]
 
 
