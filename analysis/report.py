@@ -394,7 +394,9 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
     one_sided_ids: dict[str, str] = {}
     for pid, (n, by_me, by_them, me_replied, they_replied) in threads.items():
         tie = ties.get(pid)
-        if tie is None or n < t["one_sided_min_threads"]:
+        # only ties: someone who never wrote to me, or whom I never wrote to nor met, is a
+        # stranger or a sender of bulk mail, not a relationship
+        if tie is None or not tie.is_tie or n < t["one_sided_min_threads"]:
             continue
         pattern = None
         if by_me >= t["one_sided_share"] * n and they_replied <= t["one_sided_max_reply_share"] * n:
@@ -402,10 +404,7 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
             reason = (f"you started {by_me} of {n} threads this year; they answered "
                       f"{they_replied or 'none'}")
         elif by_them >= t["one_sided_share"] * n and \
-                me_replied <= t["one_sided_max_reply_share"] * n and \
-                (tie.emails_sent or tie.meetings):
-            # someone I never wrote to nor met is a sender of bulk mail or a stranger,
-            # not a relationship
+                me_replied <= t["one_sided_max_reply_share"] * n:
             pattern = "they_initiate"
             reason = (f"they started {by_them} of {n} threads this year; you answered "
                       f"{me_replied or 'none'}")

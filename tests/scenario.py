@@ -123,7 +123,9 @@ def build(root: Path) -> tuple[Path, Path]:
     # Went quiet: the same rhythm until December, then nothing for seven months.
     for i, when in enumerate(days(dt.date(2024, 6, 1), dt.date(2025, 12, 1), 14)):
         box.exchange(QUIET, when, i_start=i % 2 == 1)
-    # I keep writing; no answer ever.
+    # I keep writing; no answer this year. We know each other: she answered once, two years
+    # ago (someone who never wrote to me at all is a stranger, not a one-sided tie).
+    box.exchange(UNANSWERED, dt.datetime(2024, 9, 3, 10, 0, tzinfo=UTC), i_start=True)
     for when in days(dt.date(2025, 8, 1), dt.date(2026, 6, 20), 30):
         box.exchange(UNANSWERED, when, i_start=True, reply=False)
     # They keep writing; I never answer. We know each other: I wrote once, two years ago

@@ -59,7 +59,7 @@ def test_forget_leaves_no_row_and_it_does_not_come_back(imported: tuple[Path, Pa
     run("--config", str(cfg), "import", str(maildir), check=True)  # the source still has it
     assert rows_mentioning(db_path, address) == []
     doc = report(run, cfg)
-    assert doc["summary"]["ties"] == 5  # Quinn, Pat, Maria, Bob, Mia
+    assert doc["summary"]["ties"] == 6  # Quinn, Uma, Pat, Maria, Bob, Mia
 
 
 def test_ignore_lets_a_tie_go(imported: tuple[Path, Path, Path], run: Run) -> None:

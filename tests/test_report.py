@@ -123,7 +123,7 @@ def test_meeting_only_contact_is_a_tie_counted_in_socialize(report_doc: dict[str
     social = report_doc["socialize"]
     # 40 weekly meetings from 2025-09-01; all in the window, all in person
     assert (social["meetings"], social["in_person"], social["online"]) == (40, 40, 0)
-    assert report_doc["summary"]["ties"] == 6  # Sam, Quinn, Pat, Maria, Bob, Mia
+    assert report_doc["summary"]["ties"] == 7  # Sam, Quinn, Uma, Pat, Maria, Bob, Mia
 
 
 def test_as_of_gives_the_report_of_that_day(planted: tuple[Path, Path], run: Run) -> None:
@@ -183,12 +183,13 @@ def test_public_views_over_sql(planted: tuple[Path, Path], run: Run) -> None:
                           "SELECT * FROM ties ORDER BY email", check=True).stdout)
     assert [t["email"] for t in ties] == ["bob@gone.example", "maria@newco.example",
                                           "mia@meet.example", "pat@pushy.example",
-                                          "quinn@quiet.example", "sam@steady.example"]
+                                          "quinn@quiet.example", "sam@steady.example",
+                                          "uma@far.example"]
     assert set(ties[0]) == {"person_id", "name", "email", "first_contact", "last_contact",
                             "emails_sent", "emails_received", "meetings",
                             "threads_started_by_me", "threads_started_by_them",
                             "replies_by_me", "replies_by_them", "usual_gap_days"}
-    sam = ties[-1]
+    sam = next(t for t in ties if t["email"] == "sam@steady.example")
     assert sam["usual_gap_days"] == 14.0 and sam["meetings"] == 0
     assert sam["threads_started_by_me"] == sam["threads_started_by_them"] == 26
     people = json.loads(run("--config", str(cfg), "sql", "--format", "json",
