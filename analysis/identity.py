@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import hashlib
+import itertools
 import json
 import re
 import unicodedata
@@ -38,15 +39,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis import names, threads
-from analysis.names import PersonName, compatible, name_from_address, org_domain, parse_name
+from analysis.names import (
+    ROLE_WORDS,
+    PersonName,
+    compatible,
+    name_from_address,
+    org_domain,
+    parse_name,
+)
 from netaudit.db import PEOPLE_BUILT_FROM, Connection
 
 MOVE_GRACE = dt.timedelta(days=30)  # the old address may overlap the new one this long
-_ROLE_WORDS = {"support", "team", "info", "noreply", "no-reply", "notifications", "newsletter",
-               "admin", "service", "services", "sales", "billing", "help", "news", "office",
-               "customer", "the", "mailer", "daemon", "postmaster", "updates", "alerts",
-               "delivery", "subsystem", "system", "calendar", "reply", "notification"}
-
 
 @dataclass(slots=True)
 class Address:
@@ -71,7 +74,7 @@ def name_key(name: str | None) -> str | None:
         return None
     text = unicodedata.normalize("NFKC", name).casefold()
     words = [w for w in re.split(r"[^\w'-]+", text) if w]
-    if len(words) < 2 or "@" in name or any(w in _ROLE_WORDS for w in words):
+    if len(words) < 2 or "@" in name or any(w in ROLE_WORDS for w in words):
         return None
     return " ".join(sorted(words))
 
@@ -125,14 +128,15 @@ def _facts(con: Connection) -> dict[str, Address]:
                coalesce(any_value(names.names), [])
         FROM mine LEFT JOIN names USING (address)
         GROUP BY address""").fetchall()
-    return {r[0]: Address(*r[:6], names=list(r[6])) for r in rows}
+    return {r[0]: Address(r[0], r[1], r[2], r[3], r[4], r[5], list(r[6])) for r in rows}
 
 
 def _my_names(con: Connection) -> list[PersonName]:
-    """The names I write under: From names of my own mail, names others give my addresses."""
+    """The names I write under: From names of mail from my addresses (not every message of a
+    Sent folder: a delegate's mail is there under their own name), names others give them."""
     rows = con.execute("""
         SELECT DISTINCT from_name FROM messages
-        WHERE direction = 'sent' AND from_name IS NOT NULL
+        WHERE from_name IS NOT NULL AND from_addr IN (SELECT address FROM me_addresses)
         UNION
         SELECT DISTINCT p.name FROM participants p
         WHERE p.name IS NOT NULL AND p.address IN (SELECT address FROM me_addresses)
@@ -246,17 +250,13 @@ def _alias_evidence(a: Address, b: Address) -> str | None:
         return f"same mailbox name at {a.address.rpartition('@')[2]} and " \
                f"{b.address.rpartition('@')[2]}"
     spelled_a, spelled_b = name_from_address(a.address), name_from_address(b.address)
-    if spelled_a is None and spelled_b is None:
-        return None
+    spelled = [n for n in (spelled_a, spelled_b) if n is not None]
     names_a = [*_names_of(a), *([spelled_a] if spelled_a else [])]
     names_b = [*_names_of(b), *([spelled_b] if spelled_b else [])]
-    for x in names_a:
-        for y in names_b:
-            if compatible(x, y) and (x is spelled_a or y is spelled_b
-                                     or (spelled_a and compatible(x, spelled_a))
-                                     or (spelled_b and compatible(y, spelled_b))):
-                longer = max((x, y), key=lambda n: (len(n.middle), len(str(n))))
-                return f"same name ({longer}) at {org}"
+    for x, y in itertools.product(names_a, names_b):
+        if compatible(x, y) and any(compatible(s, x) and compatible(s, y) for s in spelled):
+            longer = max((x, y), key=lambda n: (len(n.middle), len(str(n))))
+            return f"same name ({longer}) at {org}"
     return None
 
 
@@ -331,11 +331,11 @@ def refresh(con: Connection, *, ignore_patterns: Sequence[str] = (),
         for i, old in enumerate(group):
             for new in group[i + 1:]:
                 pairs.setdefault(frozenset((old.address, new.address)), (old, new))
-    for key in sorted(pairs, key=sorted):
-        old, new = pairs[key]
-        if key in in_one_thread or groups.find(old.address) == groups.find(new.address):
+    for pair in sorted(pairs, key=sorted):
+        old, new = pairs[pair]
+        if pair in in_one_thread or groups.find(old.address) == groups.find(new.address):
             continue
-        why = None if key in in_one_message else _alias_evidence(old, new)
+        why = None if pair in in_one_message else _alias_evidence(old, new)
         if why is not None:
             groups.union(old.address, new.address)
             links.append((old.address, new.address, new.first_seen, "same_person", why))

@@ -119,9 +119,12 @@ def _ties(con: Connection, as_of: dt.datetime) -> dict[str, Tie]:
         LEFT JOIN people p USING (person_id)""",
                        [as_of]).fetchall()
     ties = {r[0]: Tie(*r) for r in rows}
-    names = Counter(" ".join(t.name.casefold().split()) for t in ties.values() if t.name)
-    for tie in ties.values():
-        tie.name_shared = bool(tie.name) and names[" ".join(tie.name.casefold().split())] > 1
+    def same(name: str | None) -> str | None:
+        return " ".join(name.casefold().split()) if name else None
+
+    names = Counter(same(t.name) for t in ties.values())
+    for one in ties.values():
+        one.name_shared = bool(one.name) and names[same(one.name)] > 1
     weights = con.execute("""
         SELECT person_id, sum(CASE channel WHEN 'meeting' THEN 3.0 ELSE 1.0 END
                               * pow(0.5, date_diff('second', ts, ?::TIMESTAMPTZ)
@@ -228,8 +231,7 @@ def _introductions(con: Connection, start: dt.datetime, as_of: dt.datetime,
             WHERE t.direction = 'sent' AND t.automated_reason IS NULL AND t.starts_thread
               AND t.recipient_count <= ? AND p.role IN ('to', 'cc')
               AND t.sent_at > ?::TIMESTAMPTZ AND t.sent_at <= ?::TIMESTAMPTZ
-              AND p.address NOT IN (SELECT address FROM me_addresses)
-              AND NOT (i.is_automated OR i.ignored OR i.is_me)),
+              AND NOT (i.is_automated OR i.ignored OR i.is_me)),  -- mine are never in it
         sized AS (SELECT message_key FROM recip GROUP BY message_key
                   HAVING count(DISTINCT person_id) BETWEEN 2 AND ?)
         SELECT r.message_key, r.sent_at, r.thread_id, r.person_id, r.address, r.in_to

@@ -32,7 +32,6 @@ def refresh(con: Connection, person_of: Mapping[str, str] | None = None) -> int:
     address still shares the thread. Runs inside the caller's write transaction.
     """
     person_of = person_of or {}
-    # Only subjects that occur more than once can link anything.
     rows = con.execute("""
         WITH repeated AS (  -- subjects with a reply or forward that has no threading headers
             SELECT subject_key FROM messages
