@@ -263,3 +263,22 @@ def test_new_ties_and_introductions(tmp_path: Path, run: Run) -> None:
     assert doc["connect"]["new_ties"][0]["first_contact"] == "2026-06-12"
     assert [(e["date"], e["between"], e["people"]) for e in doc["connect"]["introductions"]] \
         == [("2026-06-27", [nina[0], scenario.STEADY[0]], ["Nina New", "Sam Steady"])]
+
+
+def test_two_people_of_one_name_are_told_apart(tmp_path: Path, run: Run) -> None:
+    """Two different Alex Kims, both weekly from January to April and silent since: two
+    neglected ties, each shown with its address (one name alone would not say which)."""
+    import datetime as dt
+
+    box = scenario.Mailbox(tmp_path / "Maildir")
+    first, second = ("alex@one.example", "Alex Kim"), ("alex@two.example", "Alex Kim")
+    for i, when in enumerate(scenario.days(dt.date(2026, 1, 5), dt.date(2026, 4, 20), 7)):
+        box.exchange(first, when, i_start=i % 2 == 0)
+        box.exchange(second, when + dt.timedelta(hours=1), i_start=i % 2 == 1)
+    cfg = write_config(tmp_path / "c.toml", f'[netaudit]\ndatabase = "{tmp_path}/n.duckdb"\n'
+                       f'me = ["{scenario.ME}"]\ntimezone = "UTC"\n')
+    run("--config", str(cfg), "import", str(box.root), check=True)
+    doc = json.loads(run("--config", str(cfg), "report", "--as-of", "2026-06-30",
+                         "--format", "json", check=True).stdout)
+    assert sorted(e["person"] for e in doc["neglected"]) == [
+        "Alex Kim <alex@one.example>", "Alex Kim <alex@two.example>"]
