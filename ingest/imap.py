@@ -99,6 +99,15 @@ FIRST_CONNECT_RETRIES = 1
 # (careful_span) until the culprit is alone; a single UID that fails this often is quarantined,
 # so one broken message cannot stop an account for good.
 POISON_FAILURES = 3
+# Delivery reports are looked up this many at a time: a command's answer is bounded
+# (imap_connect.MAX_COMMAND_BYTES, 64 MiB) and 100 report parts of 64 KiB stay far below it.
+BOUNCE_UIDS = 100
+
+
+def chunks(uids: list[int], size: int) -> Iterator[list[int]]:
+    """``uids`` in consecutive lists of at most ``size``."""
+    for start in range(0, len(uids), size):
+        yield uids[start:start + size]
 
 
 def careful_span(span: int, failures: int) -> int:
@@ -562,23 +571,24 @@ class AccountSync:
         from ingest import dsn
         from ingest.imap_parse import DSN_PART_LIMIT, decode_part, find_dsn_part, part_key
 
-        structures = client.fetch(sorted(records), ["BODYSTRUCTURE"])
         by_section: dict[tuple[str, str], list[int]] = {}
-        for uid, item in structures.items():
-            bs = item.get(b"BODYSTRUCTURE")
-            found = find_dsn_part(bs) if bs is not None and uid in records else None
-            if found is not None:
-                by_section.setdefault(found, []).append(uid)
+        for some in chunks(sorted(records), BOUNCE_UIDS):
+            for uid, item in client.fetch(some, ["BODYSTRUCTURE"]).items():
+                bs = item.get(b"BODYSTRUCTURE")
+                found = find_dsn_part(bs) if bs is not None and uid in records else None
+                if found is not None:
+                    by_section.setdefault(found, []).append(uid)
         for (section, encoding), uids in by_section.items():
-            parts = client.fetch(uids, [f"BODY.PEEK[{section}]<0.{DSN_PART_LIMIT}>"])
-            for uid, item in parts.items():
-                data = part_key(item, section)
-                if uid not in records or data is None:
-                    continue
-                rec = records[uid]
-                for r in dsn.parse_delivery_status(decode_part(data, encoding)):
-                    yield Bounce(rec.message_key, r.recipient, r.action, r.status,
-                                 r.reported_at or rec.date, r.arrival_at)
+            for some in chunks(uids, BOUNCE_UIDS):
+                parts = client.fetch(some, [f"BODY.PEEK[{section}]<0.{DSN_PART_LIMIT}>"])
+                for uid, item in parts.items():
+                    data = part_key(item, section)
+                    if uid not in records or data is None:
+                        continue
+                    rec = records[uid]
+                    for r in dsn.parse_delivery_status(decode_part(data, encoding)):
+                        yield Bounce(rec.message_key, r.recipient, r.action, r.status,
+                                     r.reported_at or rec.date, r.arrival_at)
 
     def _commit(self, folder: Folder, uidvalidity: int, batch: Batch, out: FolderResult) -> None:
         """Messages, my sent-folder addresses, bounces and the new position: one transaction,

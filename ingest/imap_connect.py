@@ -8,7 +8,14 @@ has a timeout (R-IMAP-11).
 
 Errors are split in two: ``Transient`` (the connection dropped, the server is throttling) is
 worth a reconnect with backoff; any other SourceError (wrong password, bad certificate, no
-STARTTLS) will not get better by retrying and fails the account at once.
+STARTTLS, a server that broke a bound below) will not get better by retrying and fails the
+account at once.
+
+Everything the server sends is read within bounds (``BoundedIMAP4``): a line, a literal, and
+the responses and bytes in answer to one command. imaplib has only the line bound; it
+allocates a literal of any announced size before reading it and keeps every untagged response
+until the command completes, so a hostile or broken server could make it take 3 GB at once,
+or grow without end while never finishing a command.
 """
 
 from __future__ import annotations
@@ -21,14 +28,20 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import imapclient
 from imapclient.exceptions import CapabilityError, LoginError
+from imapclient.imap4 import IMAP4WithTimeout
+from imapclient.tls import IMAP4_TLS
 
 from ingest.imap_throttle import is_throttled, suggested_backoff
 from ingest.secrets import Secret
 from netaudit.config import Source, is_loopback
 from netaudit.errors import SourceError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +50,28 @@ _RESPONSE_CODE = re.compile(r"^\s*\[[^\]]*\]\s*")
 _BYTES_REPR = re.compile(r"""\[?b(['"])(.*?)\1\]?""")
 
 # imaplib's protocol trace would put message headers (and, on some paths, AUTHENTICATE
-# exchanges) into the log at -vv; netaudit's own debug lines are enough.
-logging.getLogger("imapclient").setLevel(logging.INFO)
+# exchanges) into the log at -vv; netaudit's own debug lines are enough. Its INFO lines
+# ("Connection closed" after a failure) would break the one-line error at the default level.
+logging.getLogger("imapclient").setLevel(logging.WARNING)
+
+
+# What a server may send (see the module's docstring). Legitimate answers stay far below:
+# netaudit fetches header fields (stored up to 256 KiB, ingest.headers.MAX_HEADER_BYTES; MTAs
+# cap a header at 100-256 KB), a bounce's report part (64 KiB at most) and BODYSTRUCTUREs.
+MAX_LITERAL_BYTES = 8 << 20  # one literal: 32 times the largest header netaudit stores
+MAX_LINE_BYTES = 1_000_000  # one response line: imaplib's own _MAXLINE
+MAX_RESPONSES = 100_000  # response lines to one command, beyond those a FETCH asked for
+MAX_COMMAND_BYTES = 64 << 20  # bytes in answer to one command, beyond a FETCH's share
+# A UID FETCH may also get, per UID asked for, two responses (its data, a FLAGS update) and
+# the largest header stored (ingest.headers.MAX_HEADER_BYTES, not imported: a sync with
+# nothing new never loads the header parser; tests check they agree).
+PER_UID_RESPONSES = 2
+PER_UID_BYTES = 256 * 1024
+_MAX_SIZE_DIGITS = 18  # a literal size longer than this is not read as a number at all
+# No IMAP number is longer than 20 digits (a 64-bit Gmail id); imapclient turns any run of
+# digits into an int, and int() of over 4,300 digits raises ValueError, which nothing catches.
+MAX_NUMBER_DIGITS = 1000
+_LONG_NUMBER = re.compile(rb"\d{%d}" % (MAX_NUMBER_DIGITS + 1))
 
 
 class Transient(SourceError):
@@ -47,6 +80,168 @@ class Transient(SourceError):
     def __init__(self, message: str, wait: float | None = None) -> None:
         super().__init__(message)
         self.wait = wait
+
+
+class ServerMisbehaved(SourceError):
+    """The server broke one of the bounds above. The connection is unusable (part of an answer
+    is unread) and a retry meets the same server, so the account fails at once; neither
+    imaplib nor imapclient catches this class, so it reaches the sync unchanged."""
+
+
+def _size_text(nbytes: int) -> str:
+    return f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 and not nbytes % (1 << 20) else \
+        f"{nbytes:,} bytes"
+
+
+def literal_size(line: bytes) -> int | None:
+    """The size of the literal a response line announces at its end ("... {123}", without
+    CRLF); None when it announces none. A size of more digits than any real one is returned
+    as -1, which ``check_literal`` refuses without turning the digits into a number."""
+    if not line.endswith(b"}"):
+        return None
+    start = line.rfind(b"{")
+    digits = line[start + 1:-1]
+    if start < 0 or not digits.isdigit():
+        return None
+    return int(digits) if len(digits) <= _MAX_SIZE_DIGITS else -1
+
+
+def check_literal(size: int, where: str) -> None:
+    """Refuse a literal over MAX_LITERAL_BYTES before anything is allocated for it."""
+    if size < 0:
+        raise ServerMisbehaved(f"{where}: the server sent a literal size of more than "
+                               f"{_MAX_SIZE_DIGITS} digits; refusing (netaudit reads at most "
+                               f"{_size_text(MAX_LITERAL_BYTES)} at once)")
+    if size > MAX_LITERAL_BYTES:
+        raise ServerMisbehaved(f"{where}: the server sent a literal of {size} bytes; refusing "
+                               f"(netaudit reads at most {_size_text(MAX_LITERAL_BYTES)} at "
+                               "once)")
+
+
+def command_name(data: bytes) -> str:
+    """"UID FETCH" for b"ABCD12 UID FETCH 1:5 (...)\r\n": the command a tagged line sends."""
+    words = data.split(None, 3)
+    if len(words) < 2:
+        return "a command"
+    name = words[1].decode("ascii", "replace").upper()
+    if name == "UID" and len(words) > 2:
+        name += " " + words[2].decode("ascii", "replace").upper()
+    return name
+
+
+@dataclass(slots=True)
+class ResponseBudget:
+    """What the answer to one command may hold, counted as it is read: response lines (a
+    literal's trailer is a line too) and bytes. Counting lines rather than kept objects bounds
+    the time as well as the memory, whatever the reader keeps or skips."""
+
+    where: str
+    command: str | None = None  # named by the command's first line (BoundedIMAP4.send)
+    max_responses: int = MAX_RESPONSES
+    max_bytes: int = MAX_COMMAND_BYTES
+    responses: int = 0
+    nbytes: int = 0
+
+    @classmethod
+    def for_fetch(cls, where: str, uids: int) -> ResponseBudget:
+        """A UID FETCH of ``uids`` UIDs (several pipelined ones: their sum)."""
+        return cls(where, "UID FETCH", MAX_RESPONSES + PER_UID_RESPONSES * uids,
+                   MAX_COMMAND_BYTES + PER_UID_BYTES * uids)
+
+    def charge(self, responses: int, nbytes: int) -> None:
+        self.responses += responses
+        self.nbytes += nbytes
+        if self.responses > self.max_responses:
+            raise ServerMisbehaved(
+                f"{self.where}: the server sent more than {self.max_responses:,} responses to "
+                f"{self.command or 'a command'} without completing it; refusing")
+        if self.nbytes > self.max_bytes:
+            raise ServerMisbehaved(
+                f"{self.where}: the server sent more than {_size_text(self.max_bytes)} in "
+                f"answer to {self.command or 'a command'}; refusing")
+
+
+class BoundedReads(imaplib.IMAP4):
+    """imaplib's reading, bounded. ``read`` and ``readline`` are the methods imaplib documents
+    for overriding, and every byte it reads goes through them; ``_new_tag`` is where every
+    command starts, imaplib's own and imapclient's (which sends some commands itself)."""
+
+    where: str
+    budget: ResponseBudget | None
+
+    def _bound(self, host: str, port: int) -> None:
+        self.where = f"{host}:{port}"
+        self.budget = ResponseBudget(self.where, "the greeting")
+
+    def readline(self) -> bytes:
+        line = cast(bytes, self.file.readline(MAX_LINE_BYTES + 1))
+        if len(line) > MAX_LINE_BYTES:
+            raise ServerMisbehaved(f"{self.where}: the server sent a line longer than "
+                                   f"{MAX_LINE_BYTES:,} bytes; refusing")
+        budget = self.budget
+        if budget is not None:
+            budget.charge(1, len(line))
+        if len(line) > MAX_NUMBER_DIGITS and _LONG_NUMBER.search(line):
+            raise ServerMisbehaved(f"{self.where}: the server sent a number of more than "
+                                   f"{MAX_NUMBER_DIGITS:,} digits; refusing")
+        if line.endswith(b"}\r\n"):  # a literal follows: refused here if too large
+            size = literal_size(line[:-2])
+            if size is not None:
+                check_literal(size, self.where)
+        return line
+
+    def read(self, size: int) -> bytes:
+        check_literal(size, self.where)
+        if self.budget is not None:
+            self.budget.charge(0, size)
+        return super().read(size)
+
+    def send(self, data: ReadableBuffer) -> None:
+        budget = self.budget
+        if budget is not None and budget.command is None:
+            budget.command = command_name(bytes(data))
+        super().send(data)
+
+    def _new_tag(self) -> bytes:
+        self.budget = ResponseBudget(self.where)
+        # imaplib keeps unsolicited responses of a kind until a command of that kind reads
+        # them; netaudit never asks for most kinds (EXISTS, EXPUNGE, FLAGS updates), so many
+        # commands could pile them up. Past the bound they go: stale, as SELECT makes them.
+        kept = self.untagged_responses
+        if sum(map(len, kept.values())) > MAX_RESPONSES:
+            log.debug("%s: dropping %d unsolicited responses", self.where,
+                      sum(map(len, kept.values())))
+            kept.clear()
+        tag: bytes = super()._new_tag()  # type: ignore[misc]
+        return tag
+
+
+class BoundedIMAP4(BoundedReads, IMAP4WithTimeout):
+    """A plaintext (or STARTTLS) connection with bounded reads."""
+
+    def __init__(self, host: str, port: int, timeout: float | None) -> None:
+        self._bound(host, port)
+        IMAP4WithTimeout.__init__(self, host, port, timeout)
+
+
+class BoundedIMAP4TLS(BoundedReads, IMAP4_TLS):
+    """An implicit-TLS connection with bounded reads."""
+
+    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None,
+                 timeout: float | None) -> None:
+        self._bound(host, port)
+        IMAP4_TLS.__init__(self, host, port, ssl_context, timeout)
+
+
+class BoundedClient(imapclient.IMAPClient):
+    """imapclient on a bounded imaplib connection (``_create_IMAP4`` is where imapclient
+    makes it; its own test double replaces it the same way)."""
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:
+        timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return BoundedIMAP4TLS(self.host, self.port, self.ssl_context, timeout)
+        return BoundedIMAP4(self.host, self.port, timeout)
 
 
 @dataclass(frozen=True)
@@ -149,12 +344,12 @@ def _open_socket(account: Account, context: ssl.SSLContext | None) -> imapclient
     timeout = imapclient.SocketTimeout(connect=CONNECT_TIMEOUT, read=account.timeout)
     if account.security == "tls":
         assert context is not None
-        return imapclient.IMAPClient(account.host, port=account.port, ssl=True,
-                                     ssl_context=context, timeout=timeout)
+        return BoundedClient(account.host, port=account.port, ssl=True, ssl_context=context,
+                             timeout=timeout)
     if account.security == "plain" and not is_loopback(account.host):
         raise SourceError(f"security = plain is allowed only towards loopback hosts, not "
                           f"{account.host}")
-    return imapclient.IMAPClient(account.host, port=account.port, ssl=False, timeout=timeout)
+    return BoundedClient(account.host, port=account.port, ssl=False, timeout=timeout)
 
 
 def _starttls(client: imapclient.IMAPClient, account: Account, context: ssl.SSLContext) -> None:

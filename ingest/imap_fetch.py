@@ -24,6 +24,11 @@ imaplib path did, so the sync's reconnect and error messages are the same.
 Nothing else may use the connection while commands are in flight: ``drain`` reads every
 outstanding answer into memory first (the bounce lookups need the connection between
 windows).
+
+What the server sends is bounded as on the rest of the connection (ingest/imap_connect.py):
+a literal over MAX_LITERAL_BYTES is refused before it is read, and each ``read`` or ``drain``
+may receive at most the ResponseBudget of the UIDs in flight, whether the reader keeps a
+response or skips it. FETCH data for a UID no window asked for is dropped on arrival.
 """
 
 from __future__ import annotations
@@ -37,10 +42,13 @@ from typing import Any
 
 import imapclient
 
+from ingest.imap_connect import BoundedReads, ResponseBudget, check_literal, literal_size
 from ingest.imap_parse import FETCH_UNIT, atoms_item, fast_item, merge_fetch
 
+__all__ = ["FetchPipeline", "Window", "fetch_message_number", "literal_size"]
+
 FetchData = list[Any]  # imaplib's shape: (prefix, literal) tuples, then the closing line
-_UID = re.compile(rb"[ (]UID (\d+)", re.IGNORECASE)
+_UID = re.compile(rb"[ (]UID (\d{1,18})", re.IGNORECASE)
 _BUFFERED = 1 << 16  # peek asks for this much; a buffered reader gives what it holds
 
 
@@ -59,15 +67,6 @@ class Window:
     def response(self) -> dict[int, dict[bytes, Any]]:
         """{uid: {item: value}}, as imap_parse.parse_fetch gives for the whole answer."""
         return merge_fetch(self.items, self.data) if self.data else self.items
-
-
-def literal_size(line: bytes) -> int | None:
-    """The size of the literal announced at the end of a response line, ``{123}``."""
-    if not line.endswith(b"}"):
-        return None
-    start = line.rfind(b"{")
-    digits = line[start + 1:-1]
-    return int(digits) if start >= 0 and digits.isdigit() else None
 
 
 def fetch_message_number(line: bytes) -> int | None:
@@ -90,6 +89,7 @@ class FetchPipeline:
     items: str  # "(INTERNALDATE RFC822.SIZE BODY.PEEK[...])"
     pending: deque[Window] = field(default_factory=deque)
     counter: int = 0
+    budget: ResponseBudget | None = None  # what the current read may still receive
 
     @classmethod
     def on(cls, client: imapclient.IMAPClient, items: list[str]) -> FetchPipeline:
@@ -114,9 +114,23 @@ class FetchPipeline:
         self.pending.append(window)
         return window
 
+    @property
+    def where(self) -> str:
+        return f"{self.imap.host}:{self.imap.port}"
+
+    def _new_budget(self) -> None:
+        """The bound of one read: what the UIDs in flight may bring, plus the allowance of a
+        command. The connection's own count (a bounded one's, ingest/imap_connect.py) pauses
+        meanwhile: this reader counts what it reads, on any imaplib connection."""
+        uids = sum(w.hi - w.lo + 1 for w in self.pending if not w.done)
+        self.budget = ResponseBudget.for_fetch(self.where, uids)
+        if isinstance(self.imap, BoundedReads):
+            self.imap.budget = None
+
     def read(self) -> Window:
         """The oldest window with its data; raises what reading it raised."""
         window = self.pending[0]
+        self._new_budget()
         try:
             while not window.done:
                 self._pump()
@@ -130,6 +144,7 @@ class FetchPipeline:
 
     def drain(self) -> None:
         """Read every outstanding answer now, so the connection is free for other commands."""
+        self._new_budget()
         try:
             while not all(w.done for w in self.pending):
                 self._pump()
@@ -152,7 +167,7 @@ class FetchPipeline:
         if not isinstance(file, io.BufferedReader):
             return False
         buf = file.peek(_BUFFERED)
-        pos, end = 0, len(buf)
+        pos, end, taken = 0, len(buf), 0
         match = FETCH_UNIT.match
         while pos < end:
             m = match(buf, pos)
@@ -167,21 +182,28 @@ class FetchPipeline:
                 break
             self._keep(*fast)
             pos = stop + 3
+            taken += 1
         if not pos:
             return False
         file.read(pos)  # consumed: what was peeked
+        assert self.budget is not None
+        self.budget.charge(taken * 2, pos)  # two lines each: the prefix, the closing ")"
         return True
 
     def _keep(self, uid: int, item: dict[bytes, Any]) -> None:
-        """A message's item read the fast way, filed with its window."""
+        """A message's item read the fast way, filed with its window; dropped when no window
+        asked for its UID (the sync would skip it: a bound on what a server can make us keep)."""
         owner = self._owner_of(uid)
+        if not owner.lo <= uid <= owner.hi:
+            return
         if uid in owner.items:
             owner.items[uid].update(item)
         else:
             owner.items[uid] = item
 
-    def _owner(self, unit: FetchData) -> Window:
-        """The window a FETCH response belongs to, by its UID.
+    def _owner(self, unit: FetchData) -> Window | None:
+        """The window a FETCH response belongs to, by its UID; None when no window asked for
+        its UID.
 
         Dovecot runs pipelined FETCH commands side by side and sends a command's tagged OK
         only after some of the next one's data, so position in the stream says nothing;
@@ -191,7 +213,11 @@ class FetchPipeline:
         first = unit[0]
         prefix = first[0] if isinstance(first, tuple) else first
         m = _UID.search(prefix)
-        return self._owner_of(int(m.group(1)) if m is not None else None)
+        if m is None:
+            return self._owner_of(None)
+        uid = int(m.group(1))
+        owner = self._owner_of(uid)
+        return owner if owner.lo <= uid <= owner.hi else None
 
     def _owner_of(self, uid: int | None) -> Window:
         if uid is not None:
@@ -209,9 +235,12 @@ class FetchPipeline:
         if self._take_buffered():
             return
         readline, read = self.imap.readline, self.imap.read
+        budget = self.budget
+        assert budget is not None
         line = readline()
         if not line:
             raise imaplib.IMAP4.abort("socket error: EOF")
+        budget.charge(1, len(line))
         line = line[:-2] if line.endswith(b"\r\n") else line.rstrip(b"\r\n")
         if line.startswith(b"* "):
             space = fetch_message_number(line)
@@ -224,6 +253,8 @@ class FetchPipeline:
             unit: FetchData = []
             size = literal_size(current)
             while size is not None:
+                check_literal(size, self.where)
+                budget.charge(0, size)
                 literal = read(size)
                 if len(literal) < size:
                     raise imaplib.IMAP4.abort("socket error: EOF in a literal")
@@ -231,6 +262,7 @@ class FetchPipeline:
                 current = readline()
                 if not current:
                     raise imaplib.IMAP4.abort("socket error: EOF")
+                budget.charge(1, len(current))
                 current = current[:-2] if current.endswith(b"\r\n") else \
                     current.rstrip(b"\r\n")
                 size = literal_size(current)
@@ -245,6 +277,8 @@ class FetchPipeline:
                     self._keep(*fast)
                     return
             owner = self._owner(unit)
+            if owner is None:
+                return
             if owner.data is None:
                 owner.data = []
             owner.data.extend(unit)

@@ -158,9 +158,11 @@ _INTERNALDATE = re.compile(
 # that does not fit fails at once instead of backtracking.
 _HEADER_NAME = b" BODY[HEADER.FIELDS"
 _SIMPLE_ATOMS = re.compile(rb'\d+ \(((?>[^"{}()\[\]]+|"[^"]*")*)$')
-_SIMPLE_TAIL = re.compile(rb'[^\]]*\] \{\d+\}$')
-_ATOM = re.compile(rb'(?<![\w.-])(?:(UID|RFC822\.SIZE) (\d+)|(INTERNALDATE) "([^"]*)"|(X-GM-))',
-                   re.IGNORECASE)
+_SIMPLE_TAIL = re.compile(rb'[^\]]*\] \{\d{1,18}\}$')
+# Numbers of up to 18 digits only: int() of thousands of digits raises (and is slow).
+_ATOM = re.compile(
+    rb'(?<![\w.-])(?:(UID|RFC822\.SIZE) (\d{1,18})(?!\d)|(INTERNALDATE) "([^"]*)"|(X-GM-))',
+    re.IGNORECASE)
 _ZONES: dict[bytes, dt.timezone] = {}
 
 
@@ -230,7 +232,7 @@ def fast_item(prefix: bytes, literal: bytes) -> tuple[int, dict[bytes, Any]] | N
 # the literal's size. The closing ")" is checked after the literal. Atoms holding brackets,
 # braces or parentheses, even quoted, are left to the line reader.
 FETCH_UNIT = re.compile(rb'\* \d+ FETCH \(([^{}()\[\]\r\n]*) BODY\[HEADER\.FIELDS[^\]\r\n]*\]'
-                        rb' \{(\d+)\}\r\n')
+                        rb' \{(\d{1,18})\}\r\n')
 
 
 def atoms_item(atoms: bytes, literal: bytes) -> tuple[int, dict[bytes, Any]] | None:
