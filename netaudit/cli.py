@@ -427,15 +427,57 @@ def people_ignore(app: App, address: str) -> None:
 
 @people.command("forget")
 @click.argument("address")
-@click.confirmation_option(prompt="Delete everything stored about this address?")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_app
-def people_forget(app: App, address: str) -> None:
-    """Delete every stored row about ADDRESS and keep it from coming back."""
-    from analysis import people as people_mod
+def people_forget(app: App, address: str, yes: bool) -> None:
+    """Delete everything stored about the person with ADDRESS and keep them from coming back.
 
-    deleted = _decide(app, people_mod.forget, address.strip().lower())
-    total = sum(deleted.values())
-    click.echo(f"Deleted {total:,} rows about {address}; it will not be stored again.")
+    Every address netaudit joined to that person is forgotten with it. The database file is
+    then rewritten, and backups beside it that still hold them are removed, so that nothing
+    of them can be read back from the disk.
+    """
+    from analysis import people as people_mod
+    from netaudit import privacy
+
+    cfg = app.config
+    address = address.strip().lower()
+    if not yes:
+        with db.reader(cfg.database) as con:
+            joined = [a for a in people_mod.person_addresses(con, address) if a != address]
+        also = f" and the addresses joined to it ({', '.join(joined)})" if joined else ""
+        click.confirm(f"Forget {address}{also}: delete everything stored about them?",
+                      abort=True)
+    with db.writer(cfg.database) as con:
+        con.execute("BEGIN TRANSACTION")
+        _regroup(cfg)(con)  # current identities: every address of theirs is found
+        done = people_mod.forget(con, address)
+        _regroup(cfg)(con)
+        con.execute("COMMIT")
+        forgotten = privacy.forgotten_hashes(con)  # earlier forgets' backups go too
+        try:
+            rewritten = privacy.rewrite(con, cfg.database)
+        except (OSError, db.Error) as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise NetauditError(
+                f"forgot {', '.join(done.addresses)}, but could not rewrite {cfg.database} "
+                f"({text}), so deleted rows may still be readable in it; run `netaudit "
+                f"people forget {address}` again once that is fixed") from None
+    backups = privacy.drop_backups(cfg.database, forgotten)
+    rows = sum(done.deleted.values())
+    cleared = sum(done.cleared.values())
+    click.echo(f"Forgot {len(done.addresses)} address{'es' if len(done.addresses) > 1 else ''}"
+               f": {', '.join(done.addresses)}.")
+    click.echo(f"Deleted {rows:,} rows and cleared {cleared:,} subjects and ids about them; "
+               f"rewrote {rewritten.path} so that no deleted row can be read back "
+               f"({rewritten.bytes_before:,} -> {rewritten.bytes_after:,} bytes).")
+    if backups.removed:
+        click.echo(f"Removed {len(backups.removed)} backup files that held them: "
+                   + ", ".join(p.name for p in backups.removed) + ".")
+    if backups.kept:
+        click.echo(f"Kept {len(backups.kept)} backups that never held them: "
+                   + ", ".join(p.name for p in backups.kept) + ".")
+    click.echo("They will not be stored again: mail from these addresses is skipped, and "
+               "they are left out of the mail and meetings of others.")
 
 
 @cli.command()

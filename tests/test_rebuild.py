@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
+
+import pytest
 
 from tests import scenario
 from tests.conftest import Run, write_config
@@ -68,3 +72,79 @@ def test_rebuild_refuses_to_lose_imports(tmp_path: Path, run: Run) -> None:
     proc = run("--config", str(cfg), "rebuild")
     assert proc.returncode == 2
     assert "1 imported paths are gone" in proc.stderr and "--drop-missing" in proc.stderr
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[int, int, int]]:
+    """Every entry under ``directory`` (links not followed): inode, mode, mtime."""
+    out = {}
+    for path in sorted(directory.rglob("*")):
+        st = path.lstat()
+        out[str(path.relative_to(directory))] = (st.st_ino, st.st_mode, st.st_mtime_ns)
+    return out
+
+
+def _not_a_file(kind: str, path: Path) -> str:
+    """Make ``path`` a ``kind`` that is not a database file; returns what rebuild calls it."""
+    if kind == "directory":
+        path.mkdir()
+        (path / "keep.txt").write_text("mine")
+        return "is a directory"
+    if kind == "device":
+        try:  # a null device of our own: /dev/null itself must not be the test's risk
+            os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("creating a device node needs CAP_MKNOD")
+        return "is a device"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return "is a FIFO"
+    if kind == "link to /dev/null":
+        path.symlink_to("/dev/null")
+        return "is a symlink to /dev/null, which is a device"
+    if kind == "link to a directory":
+        (path.parent / "elsewhere").mkdir()
+        path.symlink_to(path.parent / "elsewhere")
+        return f"is a symlink to {path.parent / 'elsewhere'}, which is a directory"
+    assert kind == "dangling link"
+    path.symlink_to(path.parent / "gone.duckdb")
+    return f"is a symlink to {path.parent / 'gone.duckdb'}, which does not exist"
+
+
+@pytest.mark.parametrize("kind", ["directory", "device", "fifo", "link to /dev/null",
+                                  "link to a directory", "dangling link"])
+def test_rebuild_never_renames_what_is_not_a_database_file(tmp_path: Path, run: Run,
+                                                           kind: str) -> None:
+    maildir, _ = scenario.build(tmp_path / "src")
+    place = tmp_path / "db"
+    place.mkdir()
+    database = place / "n.duckdb"
+    what = _not_a_file(kind, database)
+    cfg = write_config(tmp_path / "config.toml",
+                       f'[netaudit]\ndatabase = "{database}"\nme = ["{scenario.ME}"]\n'
+                       f'[[maildir]]\nname = "mail"\npath = "{maildir}"\n')
+    before = _snapshot(place)
+    proc = run("--config", str(cfg), "rebuild", timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"Error: the database {database} {what}, not a database file; "
+                           "rebuild replaces only a file\n")
+    assert _snapshot(place) == before  # nothing renamed, created or written
+
+
+def test_rebuild_through_a_symlink_replaces_the_file_and_keeps_the_link(
+        tmp_path: Path, run: Run) -> None:
+    maildir, _ = scenario.build(tmp_path / "src")
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "n.duckdb"
+    link.symlink_to(real / "n.duckdb")
+    cfg = write_config(tmp_path / "config.toml",
+                       f'[netaudit]\ndatabase = "{link}"\nme = ["{scenario.ME}"]\n'
+                       'timezone = "UTC"\nhistory_start = 2024-01-01\n'
+                       f'[[maildir]]\nname = "mail"\npath = "{maildir}"\n')
+    run("--config", str(cfg), "sync", check=True)
+    before = report(run, cfg)
+    run("--config", str(cfg), "rebuild", check=True)
+    assert link.is_symlink() and link.readlink() == real / "n.duckdb"
+    assert (real / "n.duckdb").is_file()
+    assert len(list(real.glob("n.duckdb.bak-rebuild-*"))) == 1
+    assert report(run, cfg) == before
