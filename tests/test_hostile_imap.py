@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import signal
 import socket
@@ -32,9 +33,36 @@ from pathlib import Path
 
 import pytest
 
-from ingest.imap_connect import MAX_RESPONSES, PER_UID_RESPONSES
+from ingest import imap
+from ingest.headers import MAX_HEADER_BYTES
+from ingest.imap_connect import (
+    MAX_COMMAND_BYTES,
+    MAX_LITERAL_BYTES,
+    MAX_RESPONSES,
+    PER_UID_BYTES,
+    PER_UID_RESPONSES,
+    ResponseBudget,
+    ServerMisbehaved,
+    check_literal,
+    command_name,
+    literal_size,
+)
 from netaudit import config, db
-from tests.conftest import write_config
+from tests.conftest import Run, data_path, write_config
+from tests.dovecot import DovecotServer, ImapAccount
+from tests.test_imap import (
+    BOUNCES,
+    INBOX_MAIL,
+    ME,
+    append_all,
+    crlf,
+    fetch_lines,
+    imap_config,
+    in_process,
+    message,
+    query,
+    sync,
+)
 
 HUGE = 3_000_000_000
 ADDRESS_SPACE = 1 << 30  # RLIMIT_AS of the sync process
@@ -237,15 +265,17 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
-def run_limited(home: Path, *args: str) -> Outcome:
-    """`python -m netaudit ARGS` under RLIMIT_AS; killed (and reported as a hang) after HANG s."""
+def run_limited(home: Path, *args: str, module: bool = True) -> Outcome:
+    """`python -m netaudit ARGS` (or `python ARGS`) under RLIMIT_AS; killed, and reported as
+    a hang, after HANG s."""
     out, err = home / "stdout", home / "stderr"
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
            "XDG_DATA_HOME": str(home / ".local/share")}
     env.pop("NETAUDIT_CONFIG", None)
     started = time.monotonic()
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "netaudit", *args], stdout=stdout,
+        argv = [sys.executable, *(("-m", "netaudit") if module else ()), *args]
+        proc = subprocess.Popen(argv, stdout=stdout,
                                 stderr=stderr, env=env, cwd=home, preexec_fn=_limit_memory)
     timer = threading.Timer(HANG, proc.send_signal, [signal.SIGKILL])
     timer.start()
@@ -329,3 +359,158 @@ def test_the_other_sources_are_synced(tmp_path: Path, hostile: list[HostileIMAP]
         rows = con.execute("SELECT name, last_error IS NULL, last_success IS NULL "
                            "FROM sources ORDER BY name").fetchall()
     assert rows == [("hostile", False, True), ("local", True, False)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The daemon's IDLE connection
+
+WATCH = """
+import logging, sys, threading
+from ingest import idle
+from netaudit import config
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s",
+                    stream=sys.stdout)
+source = config.load(sys.argv[1]).sources[0]
+stop, reconnected = threading.Event(), threading.Event()
+watcher = idle.IdleWatcher(source, stop, on_new_mail=lambda folder: None,
+                           on_reconnect=lambda folder: reconnected.set(),
+                           on_no_idle=lambda: None)
+watcher.start()
+print("reconnected" if reconnected.wait(30) else "not reconnected", flush=True)
+stop.set()
+watcher.join(10)
+print("stopped" if not watcher.is_alive() else "still running", flush=True)
+"""
+
+
+@pytest.mark.parametrize("attack", ["literal", "flood"])
+def test_the_idle_connection_is_rebuilt_after_a_hostile_answer(
+        tmp_path: Path, hostile: list[HostileIMAP], attack: str) -> None:
+    """The daemon's watcher (ingest/idle.py) reads IDLE responses through the same bounded
+    connection: the first connection misbehaves while idling, the watcher says so in one
+    warning and reconnects; the second connection behaves and is left with DONE and LOGOUT."""
+    server = HostileIMAP(Misbehaviour("IDLE", attack, times=1))
+    hostile.append(server)
+    cfg = write_sync_config(tmp_path, server.port)
+    script = tmp_path / "watch.py"
+    script.write_text(WATCH)
+    home = tmp_path / "home"
+    home.mkdir()
+    got = run_limited(home, str(script), str(cfg), module=False)
+    where = f"127.0.0.1:{server.port}"
+    problem = (f"the server sent a literal of {HUGE} bytes; refusing (netaudit reads at most "
+               "8 MiB at once)" if attack == "literal" else
+               f"the server sent more than {MAX_RESPONSES:,} responses to IDLE without "
+               "completing it; refusing")
+    lines = got.stdout.splitlines()
+    assert got.returncode == 0 and len(lines) == 3, got
+    assert re.fullmatch(rf"WARNING hostile: IDLE connection: {re.escape(where)}: "
+                        rf"{re.escape(problem)}; reconnecting in \d s", lines[0]), got
+    assert lines[1:] == ["reconnected", "stopped"]
+    assert got.stderr == ""
+    assert got.max_rss < 200 << 20, got
+    assert server.connections == 2
+    assert server.commands[-3:] == ["IDLE", "DONE", "LOGOUT"] or \
+        server.commands[-2:] == ["IDLE", "LOGOUT"], server.commands
+
+
+# ---------------------------------------------------------------------------------------------
+# The caps leave real mail alone (a real Dovecot)
+
+
+def references(nbytes: int) -> bytes:
+    ids = b"".join(b"\r\n <ref-%07d@example.org>" % i for i in range(nbytes // 26 + 1))
+    return b"References:" + ids + b"\r\n"
+
+
+def test_a_header_over_the_stored_cap_is_quarantined_and_the_sync_goes_on(
+        imap_account: ImapAccount, tmp_path: Path, run: Run) -> None:
+    """A 1 MiB References field: the server sends it whole (a literal of over 1 MB, within
+    the 8 MiB literal cap), the message is quarantined as a local import would, and the
+    messages around it are stored."""
+    big = message("carol@example.org", ME, "Long thread", "Thu, 07 Mar 2024 12:00:00 +0000",
+                  "long-3@example.org", extra=references(1 << 20).decode())
+    uids = append_all(imap_account, "INBOX", [INBOX_MAIL[0], big, INBOX_MAIL[1]])
+    cfg = imap_config(tmp_path, imap_account, folders=["INBOX"])
+    proc = sync(run, cfg)
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (
+        0, "work: INBOX 2 new (2 messages, 1 quarantined)", ""), proc
+    [(location, reason)] = query(cfg, "SELECT location, reason FROM quarantine")
+    assert location.endswith(f"/;UID={uids[1]}")
+    assert reason == f"header block larger than {MAX_HEADER_BYTES // 1024} KiB"
+
+
+def test_a_header_over_the_literal_cap_fails_the_account_in_one_line(
+        imap_account: ImapAccount, tmp_path: Path, run: Run) -> None:
+    """Beyond MAX_LITERAL_BYTES even a real server is refused: 9 MiB of References."""
+    big = message("carol@example.org", ME, "Longer thread", "Thu, 07 Mar 2024 12:00:00 +0000",
+                  "long-4@example.org", extra=references(9 << 20).decode())
+    append_all(imap_account, "INBOX", [big])
+    cfg = imap_config(tmp_path, imap_account, folders=["INBOX"])
+    proc = sync(run, cfg)
+    m = re.fullmatch(r"work: failed: 127\.0\.0\.1:\d+: the server sent a literal of (\d+) "
+                     r"bytes; refusing \(netaudit reads at most 8 MiB at once\)",
+                     proc.stdout.strip())
+    assert proc.returncode == 1 and m is not None, proc
+    assert int(m.group(1)) > MAX_LITERAL_BYTES
+    assert proc.stderr.strip() == "Error: 1 of 1 sources failed: work"
+
+
+def test_bounce_lookups_go_a_bounded_number_of_uids_at_a_time(
+        dovecot: DovecotServer, imap_account: ImapAccount, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five bounces looked up two at a time: BODYSTRUCTURE and the report parts in commands
+    of at most two UIDs, and the same five bounces as in one command (test_imap.py)."""
+    monkeypatch.setattr(imap, "BOUNCE_UIDS", 2)
+    files = [data_path("email-fixtures", *parts) for parts in BOUNCES]
+    append_all(imap_account, "INBOX", [INBOX_MAIL[0], *(crlf(p.read_bytes()) for p in files)])
+    cfg = imap_config(tmp_path, imap_account, folders=["INBOX"])
+    assert in_process(cfg).endswith("(6 messages, 0 quarantined, 5 bounces)")
+    rows = query(cfg, "SELECT recipient, action, status FROM bounces ORDER BY recipient")
+    assert rows == sorted(BOUNCES.values())
+    lines = fetch_lines(dovecot, imap_account.user)
+    structure = [line.split()[2] for line in lines if "BODYSTRUCTURE" in line]
+    parts = [line.split()[2] for line in lines if "BODY.PEEK[" in line and
+             "HEADER.FIELDS" not in line]
+    assert structure == ["2,3", "4,5", "6"]
+    assert parts == ["2,3", "4,5", "6"]  # four reports in part 2, then one in part 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The bounds themselves
+
+
+def test_literal_sizes_are_read_and_checked_without_big_numbers() -> None:
+    assert literal_size(b"* 1 FETCH (BODY[] {42}") == 42
+    assert literal_size(b"* 1 FETCH (BODY[] {42+}") is None  # not a server's literal
+    assert literal_size(b"* OK done") is None
+    assert literal_size(b"* OK {" + b"9" * 19 + b"}") == -1  # refused, never int()'d
+    check_literal(MAX_LITERAL_BYTES, "h:1")
+    with pytest.raises(ServerMisbehaved, match=r"^h:1: the server sent a literal of 8388609 "
+                                               r"bytes; refusing \(netaudit reads at most "
+                                               r"8 MiB at once\)$"):
+        check_literal(MAX_LITERAL_BYTES + 1, "h:1")
+    with pytest.raises(ServerMisbehaved, match="literal size of more than 18 digits"):
+        check_literal(-1, "h:1")
+
+
+def test_a_response_budget_counts_lines_and_bytes() -> None:
+    budget = ResponseBudget("h:1", "LIST", max_responses=3, max_bytes=100)
+    budget.charge(3, 100)  # exactly the bound is fine
+    with pytest.raises(ServerMisbehaved, match=r"^h:1: the server sent more than 3 responses "
+                                               r"to LIST without completing it; refusing$"):
+        budget.charge(1, 0)
+    budget = ResponseBudget("h:1", "STATUS", max_bytes=100)
+    with pytest.raises(ServerMisbehaved, match=r"more than 100 bytes in answer to STATUS"):
+        budget.charge(1, 101)
+    fetch = ResponseBudget.for_fetch("h:1", 500)
+    assert (fetch.max_responses, fetch.max_bytes) == (
+        MAX_RESPONSES + 1000, MAX_COMMAND_BYTES + 500 * MAX_HEADER_BYTES)
+    assert command_name(b"ABCD12 UID FETCH 1:5 (UID)\r\n") == "UID FETCH"
+    assert command_name(b"ABCD13 list \"\" *\r\n") == "LIST"
+
+
+def test_a_uid_fetch_may_bring_the_largest_stored_header_per_uid() -> None:
+    # imap_connect keeps its own copy, so a sync with nothing new never loads the parser
+    assert PER_UID_BYTES == MAX_HEADER_BYTES
