@@ -2,8 +2,9 @@
 
 A secret must never reach a log, an exception message, the argv of a child process or the
 database. So it lives in a ``Secret`` whose repr is masked, commands get nothing secret on
-their command line (the user's own argv from the config is all they see), and every error
-message that quotes a command's output is passed through ``Secret.redact`` first.
+their command line (the user's own argv from the config is all they see), and no error message
+quotes what a command printed: a failing one may echo the secret, so it is named with its exit
+status only.
 
 The command contract is mbsync's ``PassCmd``: run without a shell, print exactly one line, the
 trailing newline optional (R-IMAP-18). Keyring is an optional extra: a headless session often
@@ -12,9 +13,13 @@ has no Secret Service, and then the user needs a clear way out, not a traceback 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import selectors
+import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 
 from netaudit.config import Source
@@ -23,6 +28,9 @@ from netaudit.errors import SourceError
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 120.0  # long enough to type a passphrase into pinentry
+MAX_OUTPUT = 64 * 1024  # a password or an access token is far shorter
+EXIT_GRACE = 2.0  # after the command exits, how long what it started may hold its output
+_POLL = 0.1  # seconds between checks whether the command has exited
 KEYRING_SERVICE = "netaudit"
 _MASK = "********"
 
@@ -68,36 +76,129 @@ def _one_line(output: bytes, what: str) -> str:
     return text
 
 
-def run_command(argv: Sequence[str], what: str, *, timeout: float = COMMAND_TIMEOUT) -> Secret:
+def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        value = float(env.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def command_timeout(env: Mapping[str, str] = os.environ) -> float:
+    """Seconds a secret command may take: $NETAUDIT_COMMAND_TIMEOUT, default 120."""
+    return _env_seconds(env, "NETAUDIT_COMMAND_TIMEOUT", COMMAND_TIMEOUT)
+
+
+def describe_exit(returncode: int) -> str:
+    """'exited with status 3' or 'was killed by signal SIGSEGV', from Popen's returncode."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"{-returncode}"
+    return f"was killed by signal {name}"
+
+
+class _Stopped(Exception):
+    """The command was stopped (with every process it started); the text says why."""
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child has exited, without reaping it: while it is unreaped its process
+    group cannot be reused, so killing the group cannot hit a stranger."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the command's whole process group (its own session), then reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _read_stdout(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """Everything the command prints, up to MAX_OUTPUT bytes, within ``timeout`` seconds.
+
+    Reading stops at end of file, which comes only when every process holding the pipe has
+    closed it: a background child of the command may hold it forever, so once the command
+    itself has exited the others get EXIT_GRACE seconds.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    out = bytearray()
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            now = time.monotonic()
+            exited = _exited(proc.pid)
+            if exited:
+                deadline = min(deadline, now + EXIT_GRACE)
+            if now >= deadline:
+                raise _Stopped("exited, but a process it started kept its output open; that "
+                               "process was stopped" if exited else
+                               f"did not finish within {timeout:.0f} s; it was stopped, with "
+                               "every process it started")
+            if not sel.select(min(deadline - now, _POLL)):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            out += chunk
+            if len(out) > MAX_OUTPUT:
+                raise _Stopped(f"printed more than {MAX_OUTPUT // 1024} KiB; a secret is one "
+                               "line")
+    while not _exited(proc.pid):  # it closed its output but goes on running
+        if time.monotonic() >= deadline:
+            raise _Stopped(f"did not finish within {timeout:.0f} s; it was stopped, with every "
+                           "process it started")
+        time.sleep(_POLL / 10)
+    return bytes(out)
+
+
+def run_command(argv: Sequence[str], what: str, *, timeout: float | None = None) -> Secret:
     """Run ``argv`` without a shell and return its one line of output as a Secret.
 
-    ``what`` names the setting in error messages, e.g. "password_command of work".
+    ``what`` names the setting in error messages, e.g. "password_command of work". What the
+    command prints is never shown: a failing one may echo the secret, on stdout or stderr
+    (stderr goes to /dev/null). It runs in a session of its own, so that a timeout, an
+    interrupt or too much output stops every process it started, not only the first.
     """
     if not argv:
         raise SourceError(f"{what} is empty")
-    log.debug("running %s: %s", what, argv[0])
+    if timeout is None:
+        timeout = command_timeout()
+    program = argv[0]
+    log.debug("running %s: %s", what, program)
     try:
-        proc = subprocess.run(list(argv), shell=False, stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=timeout, check=False)
+        proc = subprocess.Popen(list(argv), shell=False, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
     except FileNotFoundError:
-        raise SourceError(f"{what}: program {argv[0]!r} not found") from None
+        raise SourceError(f"{what}: program {program!r} not found") from None
     except PermissionError:
-        raise SourceError(f"{what}: program {argv[0]!r} is not executable") from None
-    except subprocess.TimeoutExpired:
-        raise SourceError(f"{what}: {argv[0]!r} did not finish within {timeout:.0f} s") \
-            from None
+        raise SourceError(f"{what}: program {program!r} is not executable") from None
     except OSError as exc:
-        raise SourceError(f"{what}: cannot run {argv[0]!r}: {exc.strerror or exc}") from None
-    if proc.returncode != 0:
-        # stderr helps ("not in the password store"), but could echo the secret: mask stdout.
-        stdout = proc.stdout.decode("utf-8", "replace").strip()
-        err_lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = err_lines[0][:200] if err_lines else ""
-        for line in stdout.splitlines():
-            detail = Secret(line.strip()).redact(detail) if line.strip() else detail
-        raise SourceError(f"{what}: {argv[0]!r} exited with status {proc.returncode}"
-                          + (f": {detail}" if detail else ""))
-    return Secret(_one_line(proc.stdout, what))
+        raise SourceError(f"{what}: cannot run {program!r}: {exc.strerror or exc}") from None
+    try:
+        with proc.stdout or contextlib.nullcontext():
+            output = _read_stdout(proc, timeout)
+    except _Stopped as stopped:
+        _kill_group(proc)
+        raise SourceError(f"{what}: {program!r} {stopped}") from None
+    except BaseException:  # an interrupt: leave nothing running behind
+        _kill_group(proc)
+        raise
+    returncode = proc.wait()
+    if returncode != 0:
+        raise SourceError(f"{what}: {program!r} {describe_exit(returncode)}; its output is "
+                          "not shown, as it may hold the secret (run the command yourself to "
+                          "see it)")
+    return Secret(_one_line(output, what))
 
 
 def from_env(variable: str, what: str, env: Mapping[str, str] = os.environ) -> Secret:

@@ -7,8 +7,13 @@ whether a Secret Service exists is a property of the desktop session, not of net
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,7 +73,9 @@ def test_password_command_must_print_exactly_one_line(tmp_path: Path, output: st
     assert SECRET not in str(info.value)
 
 
-def test_failing_command_error_names_it_and_masks_what_it_printed(tmp_path: Path) -> None:
+def test_failing_command_error_names_it_and_shows_nothing_it_printed(tmp_path: Path) -> None:
+    """A failing command may echo the secret on either stream: neither is quoted, whole or in
+    part (the stderr line would have been a handy hint, and a leak)."""
     path = script(tmp_path, f"import sys; print({SECRET!r}); "
                             f"print('pass: wrong passphrase for ' + {SECRET!r}, file=sys.stderr); "
                             "sys.exit(3)")
@@ -77,9 +84,25 @@ def test_failing_command_error_names_it_and_masks_what_it_printed(tmp_path: Path
     with pytest.raises(SourceError) as info:
         secrets.password(source)
     message = str(info.value)
-    assert "password_command of work" in message and "exited with status 3" in message
-    assert "wrong passphrase" in message
-    assert SECRET not in message
+    assert message == (f"password_command of work: {sys.executable!r} exited with status 3; "
+                       "its output is not shown, as it may hold the secret (run the command "
+                       "yourself to see it)")
+    assert "\n" not in message
+
+
+def test_command_killed_by_a_signal_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"'sh' was killed by signal SIGSEGV; its output is "
+                                          r"not shown"):
+        secrets.run_command(["sh", "-c", f"echo {SECRET!r}; kill -SEGV $$"], "test")
+
+
+def test_command_printing_too_much_is_stopped(tmp_path: Path) -> None:
+    """Reading stops at 64 KiB: a command that printed without end (`yes`) would otherwise fill
+    memory. Ten MiB on one line stands in for it, so a regression fails instead of exhausting
+    the machine."""
+    flood = [sys.executable, "-c", "import sys; sys.stdout.write('x' * 10_000_000)"]
+    with pytest.raises(SourceError, match=r"printed more than 64 KiB; a secret is one line$"):
+        secrets.run_command(flood, "test", timeout=60)
 
 
 def test_missing_program(tmp_path: Path) -> None:
@@ -174,3 +197,84 @@ def test_secret_class_masks_everything() -> None:
     s = Secret("hunter2")
     assert "hunter2" not in f"{s} {s!r} {[s]} {dict(a=s)}"
     assert Secret("").redact("text") == "text"
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for init to reap it is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def gone_soon(pid: int) -> bool:
+    """SIGKILL is delivered asynchronously: allow the process a moment to die."""
+    for _ in range(200):
+        if not running(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def run_guarded(call: Callable[[], object]) -> BaseException | None:
+    """Run ``call`` in a thread, failing the test (not hanging the suite) if it hangs."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # handed back to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "run_command hung"
+    return outcome[0]
+
+
+def test_timeout_stops_every_process_the_command_started(tmp_path: Path) -> None:
+    """The shell waits on a background sleep that shares its stdout: killing the shell alone
+    would leave the sleep running and the pipe open, and reading it would wait 1000 s."""
+    pid_file = tmp_path / "pid"
+    error = run_guarded(lambda: secrets.run_command(
+        ["sh", "-c", f"sleep 1000 & echo $! > {pid_file}; wait"], "test", timeout=1))
+    assert gone_soon(int(pid_file.read_text())), "the background sleep was left running"
+    assert isinstance(error, SourceError)
+    assert str(error) == ("test: 'sh' did not finish within 1 s; it was stopped, with every "
+                          "process it started")
+
+
+def test_exited_command_whose_child_holds_the_output(tmp_path: Path) -> None:
+    """The command prints and exits, but its background child keeps stdout open: it is
+    stopped after the grace period, long before the 120 s timeout."""
+    pid_file = tmp_path / "pid"
+    error = run_guarded(lambda: secrets.run_command(
+        ["sh", "-c", f"sleep 1000 & echo $! > {pid_file}; echo {SECRET!r}"], "test"))
+    assert gone_soon(int(pid_file.read_text())), "the background sleep was left running"
+    assert isinstance(error, SourceError)
+    assert str(error) == ("test: 'sh' exited, but a process it started kept its output open; "
+                          "that process was stopped")
+
+
+def test_background_child_that_lets_go_of_the_output_is_left_alone(tmp_path: Path) -> None:
+    """An agent the command starts with its output redirected (gpg-agent, say) is not the
+    command's business: the secret is read and the agent keeps running."""
+    pid_file = tmp_path / "pid"
+    secret = secrets.run_command(
+        ["sh", "-c", f"sleep 1000 >/dev/null 2>&1 & echo $! > {pid_file}; echo pw"], "test")
+    assert secret.reveal() == "pw"
+    sleeper = int(pid_file.read_text())
+    try:
+        assert running(sleeper)
+    finally:
+        os.kill(sleeper, signal.SIGKILL)
+
+
+def test_command_timeout_from_the_environment() -> None:
+    assert secrets.command_timeout({}) == 120.0
+    assert secrets.command_timeout({"NETAUDIT_COMMAND_TIMEOUT": "2.5"}) == 2.5
+    for bad in ("soon", "0", "-3"):
+        assert secrets.command_timeout({"NETAUDIT_COMMAND_TIMEOUT": bad}) == 120.0
