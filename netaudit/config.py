@@ -94,6 +94,28 @@ def _check_port(value: int) -> str | None:
     return None if 0 < value < 65536 else f"not a TCP port: {value}"
 
 
+# Calendars are expanded from history_start up to now: from year 1 a daily event has 740,000
+# occurrences and time zone arithmetic runs off the calendar; after today the window is
+# empty. Mail and calendar software dates nothing real before the Unix epoch.
+HISTORY_START_MIN = dt.date(1970, 1, 1)
+_WIDEST_UTC_OFFSET = dt.timedelta(hours=14)  # Pacific/Kiritimati
+
+
+def latest_today(now: dt.datetime | None = None) -> dt.date:
+    """Today where it is latest on Earth, so a date that is today in the user's zone
+    (whatever the machine's zone says) is never "in the future"."""
+    return ((now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC) + _WIDEST_UTC_OFFSET).date()
+
+
+def check_history_start(value: dt.date, now: dt.datetime | None = None) -> str | None:
+    """The allowed range of history_start: the Unix epoch to today."""
+    today = latest_today(now)
+    if HISTORY_START_MIN <= value <= today:
+        return None
+    return (f"must be a date from {HISTORY_START_MIN.isoformat()} to today; "
+            f"got {value.isoformat()}")
+
+
 def _name(example: str) -> Key:
     return Key("name", "string", "a short name for this source, unique across the file",
                example, required=True)
@@ -112,8 +134,9 @@ SCHEMA: tuple[Section, ...] = (
                 "default: the system's", "Europe/Berlin", check=_check_zone),
             Key("store_subjects", "boolean", "keep message subjects in the database",
                 False, default=False),
-            Key("history_start", "date", "calendar occurrences are expanded from this date; "
-                "default: ten years ago", dt.date(2016, 1, 1)),
+            Key("history_start", "date", "calendar occurrences are expanded from this date "
+                "(1970-01-01 to today); default: ten years ago", dt.date(2016, 1, 1),
+                check=check_history_start),
         ),
     ),
     Section(
