@@ -95,12 +95,34 @@ def _connect_writer(path: Path) -> Connection:
         raise
 
 
+# Where a command says that it waits for another process (the CLI: one line on stderr), for
+# every open that brings no ``on_wait`` of its own: the ingest code opens writers in many
+# places, and a wait of up to a minute in silence looks like a hang.
+_wait_notice: Callable[[str], None] | None = None
+NOTICE_AFTER = 1.0  # seconds; a shorter wait (a batch being committed) is not worth a line
+
+
+def set_wait_notice(notice: Callable[[str], None] | None) -> None:
+    """Call ``notice("waiting for python3 (PID 1234) to release PATH")`` once per open that
+    has waited NOTICE_AFTER seconds for another process (None: stay silent)."""
+    global _wait_notice
+    _wait_notice = notice
+
+
 def _open(path: Path, read_only: bool, wait: float,
           on_wait: Callable[[str], None] | None = None) -> Connection:
-    """Connect, retrying with backoff while another process holds a conflicting lock."""
-    deadline = time.monotonic() + wait
+    """Connect, retrying with backoff while another process holds a conflicting lock.
+
+    An ``on_wait`` of the caller hears of the first failed attempt; the process-wide notice
+    (``set_wait_notice``) only of a wait longer than NOTICE_AFTER.
+    """
+    started = time.monotonic()
+    deadline = started + wait
     delay = 0.02
     reported = False
+    quiet_for = 0.0
+    if on_wait is None and _wait_notice is not None:
+        on_wait, quiet_for = _wait_notice, NOTICE_AFTER
     while True:
         try:
             if read_only:  # readers never checkpoint: the row group size is a writer's
@@ -114,7 +136,8 @@ def _open(path: Path, read_only: bool, wait: float,
                 raise DatabaseBusy(
                     f"the database {path} is being {what} by {lock_holder(exc)}; "
                     "try again in a moment") from None
-            if on_wait is not None and not reported:
+            if on_wait is not None and not reported and \
+                    time.monotonic() - started >= quiet_for:
                 on_wait(f"waiting for {lock_holder(exc)} to release {path}")
                 reported = True
             time.sleep(delay)

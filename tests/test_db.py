@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import pytest
 
-from netaudit import db
+from netaudit import db, sample
 from netaudit.errors import DatabaseBusy, DatabaseError
 from netaudit.migrations import MIGRATIONS, Migration
 from tests.conftest import Run, write_config
@@ -215,3 +219,81 @@ def test_missing_and_damaged_database(run: Run, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"Error: the database {path} is damaged")
     assert "run `netaudit rebuild` to re-create it from your sources" in proc.stderr
+
+
+HOLD_UNTIL_TOLD = textwrap.dedent("""
+    import sys, duckdb
+    con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "reader")
+    print("holding", flush=True)
+    sys.stdin.readline()
+    con.close()
+""")
+
+
+def lines_of(stream: IO[str]) -> queue.Queue[str | None]:
+    """The lines of ``stream`` as they come (None at its end), so a test can wait for one
+    without blocking on a process that is itself waiting."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+@pytest.mark.parametrize(("holder_kind", "command"), [
+    ("reader", "import"),  # a reader: `duckdb -readonly`, a long `netaudit sql`
+    ("writer", "import"),  # another program writing
+    ("reader", "sync"),
+    ("reader", "people"),
+])
+def test_a_command_that_waits_for_another_process_says_so(
+        home: Path, tmp_path: Path, holder_kind: str, command: str) -> None:
+    """While another process holds the file, the command prints one line naming it and
+    goes on waiting; once the file is released it finishes. Before, it waited up to a
+    minute in silence."""
+    path = tmp_path / "n.duckdb"
+    with db.writer(path):
+        pass
+    maildir = tmp_path / "Maildir"
+    sample.write_maildir(maildir, 3)
+    cfg = write_config(tmp_path / "c.toml",
+                       f'[netaudit]\ndatabase = "{path}"\nme = ["robin@example.org"]\n\n'
+                       f'[[maildir]]\nname = "box"\npath = "{maildir}"\n')
+    base = [sys.executable, "-m", "netaudit", "--config", str(cfg)]
+    if command == "people":  # someone to decide about
+        subprocess.run([*base, "sync"], check=True, capture_output=True, cwd=home, timeout=60)
+    args = {"import": ["import", str(maildir)], "sync": ["sync"],
+            "people": ["people", "ignore", "noreply@bank.example"]}[command]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_TOLD, str(path), holder_kind],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None
+    proc = None
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        proc = subprocess.Popen([*base, *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=home)
+        assert proc.stderr is not None
+        first = lines_of(proc.stderr).get(timeout=30)  # a hang guard: it comes after ~1 s
+        assert first is not None, "the command ended without saying it waits"
+        assert re.fullmatch(rf"waiting for \S+ \(PID {holder.pid}\) to release "
+                            rf"{re.escape(str(path))}\n", first), first
+        assert proc.poll() is None  # still waiting: the holder has not let go
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert err == ""  # the waiting line came once
+    assert out == {"import": "Imported 3 messages: 3 new, 0 already stored, 0 quarantined.\n",
+                   "sync": "box: 3 messages: 3 new, 0 already stored, 0 quarantined\n",
+                   "people": "noreply@bank.example is left out of the reports from now on.\n",
+                   }[command]
