@@ -28,7 +28,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import imapclient
 from imapclient.exceptions import CapabilityError, LoginError
@@ -59,7 +59,7 @@ logging.getLogger("imapclient").setLevel(logging.WARNING)
 # netaudit fetches header fields (stored up to 256 KiB, ingest.headers.MAX_HEADER_BYTES; MTAs
 # cap a header at 100-256 KB), a bounce's report part (64 KiB at most) and BODYSTRUCTUREs.
 MAX_LITERAL_BYTES = 8 << 20  # one literal: 32 times the largest header netaudit stores
-MAX_LINE_BYTES = 1_000_000  # one response line: imaplib's own _MAXLINE
+MAX_LINE_BYTES: int = getattr(imaplib, "_MAXLINE", 1_000_000)  # one line: imaplib's bound
 MAX_RESPONSES = 100_000  # response lines to one command, beyond those a FETCH asked for
 MAX_COMMAND_BYTES = 64 << 20  # bytes in answer to one command, beyond a FETCH's share
 # A UID FETCH may also get, per UID asked for, two responses (its data, a FLAGS update) and
@@ -174,10 +174,13 @@ class BoundedReads(imaplib.IMAP4):
         self.budget = ResponseBudget(self.where, "the greeting")
 
     def readline(self) -> bytes:
-        line = cast(bytes, self.file.readline(MAX_LINE_BYTES + 1))
-        if len(line) > MAX_LINE_BYTES:
+        try:
+            line = super().readline()
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:  # imaplib's own line bound, the one error it raises here
             raise ServerMisbehaved(f"{self.where}: the server sent a line longer than "
-                                   f"{MAX_LINE_BYTES:,} bytes; refusing")
+                                   f"{MAX_LINE_BYTES:,} bytes; refusing") from None
         budget = self.budget
         if budget is not None:
             budget.charge(1, len(line))
