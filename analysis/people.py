@@ -9,6 +9,8 @@ from netaudit.errors import UsageError
 from netaudit.privacy import (
     MEETING_ALONE,
     SQL_MEETING_HASH,
+    BackupCheck,
+    Rewritten,
     forget_hash,
     scrub_mentions,
     scrub_orphans,
@@ -159,3 +161,28 @@ def forget(con: Connection, address: str) -> Forgotten:
     people_inputs_changed(con)
     return Forgotten(addresses, {k: v for k, v in deleted.items() if v},
                      {k: v for k, v in cleared.items() if v})
+
+
+def _files(n: int) -> str:
+    return f"{n} backup file{'s' if n > 1 else ''}"
+
+
+def forget_report(done: Forgotten, rewritten: Rewritten, backups: BackupCheck) -> str:
+    """What ``people forget`` tells the user: whom it forgot, and where nothing is left."""
+    lines = [f"Forgot {len(done.addresses)} address{'es' if len(done.addresses) > 1 else ''}: "
+             f"{', '.join(done.addresses)}.",
+             f"Deleted {sum(done.deleted.values()):,} rows and cleared "
+             f"{sum(done.cleared.values()):,} subjects and ids about them; rewrote "
+             f"{rewritten.path} so that no deleted row can be read back "
+             f"({rewritten.bytes_before:,} -> {rewritten.bytes_after:,} bytes)."]
+    for verb, files, why in (
+            ("Removed", backups.removed, "that held them"),
+            ("Removed", backups.unreadable, "that could not be read, so nothing showed that "
+                                            "they did not hold them"),
+            ("Kept", backups.kept, "that never held them")):
+        if files:
+            lines.append(f"{verb} {_files(len(files))} {why}: "
+                         + ", ".join(str(p) for p in files) + ".")
+    lines.append("They will not be stored again: mail from these addresses is skipped, and "
+                 "they are left out of the mail and meetings of others.")
+    return "\n".join(lines)

@@ -90,9 +90,25 @@ def _like_any(column: str, terms: Sequence[str] | None) -> tuple[str, list[objec
             [list(terms)])
 
 
-def _matching(con: Connection, sql: str, params: list[object],
-              hashes: frozenset[str]) -> list[str]:
-    return [v for (v,) in con.execute(sql, params).fetchall() if mentions(v, hashes)]
+class _Mentions:
+    """``mentions`` with each distinct text checked once (an id is often both a message's
+    key and its Message-ID, and a References entry of many replies)."""
+
+    def __init__(self, hashes: frozenset[str]) -> None:
+        self.hashes = hashes
+        self.seen: dict[str, bool] = {}
+
+    def __call__(self, text: str | None) -> bool:
+        if not text:
+            return False
+        hit = self.seen.get(text)
+        if hit is None:
+            hit = self.seen[text] = mentions(text, self.hashes)
+        return hit
+
+
+def _matching(con: Connection, sql: str, params: list[object], hit: _Mentions) -> list[str]:
+    return [v for (v,) in con.execute(sql, params).fetchall() if hit(v)]
 
 
 def scrub_mentions(con: Connection, hashes: frozenset[str],
@@ -109,12 +125,12 @@ def scrub_mentions(con: Connection, hashes: frozenset[str],
     done: dict[str, int] = {}
     if not hashes:
         return done
+    hit = _Mentions(hashes)
     where, params = _like_any("message_key", terms)
     where_id, params_id = _like_any("message_id", terms)
-    keys = set(_matching(con, f"SELECT message_key FROM messages WHERE {where}", params, hashes))
-    keys.update(k for k, mid in con.execute(
-        f"SELECT message_key, message_id FROM messages WHERE {where_id}", params_id).fetchall()
-        if mentions(mid, hashes))
+    keys = {k for k, mid in con.execute(
+        f"SELECT message_key, message_id FROM messages WHERE {where} OR {where_id}",
+        params + params_id).fetchall() if hit(k) or hit(mid)}
     if keys:
         key_list = [sorted(keys)]
         for table in ("participants", "bounces", "thread_links", "messages"):
@@ -123,14 +139,14 @@ def scrub_mentions(con: Connection, hashes: frozenset[str],
             done[table] = len(n)
     where, params = _like_any("in_reply_to", terms)
     replies = _matching(con, f"SELECT DISTINCT in_reply_to FROM messages WHERE {where}",
-                        params, hashes)
+                        params, hit)
     if replies:
         n = con.execute("UPDATE messages SET in_reply_to = NULL WHERE in_reply_to IN "
                         "(SELECT unnest(?::VARCHAR[])) RETURNING 1", [replies]).fetchall()
         done["in_reply_to"] = len(n)
     where, params = _like_any("r", terms)
     refs = _matching(con, f"SELECT DISTINCT r FROM (SELECT unnest(refs) AS r FROM messages) "
-                          f"WHERE {where}", params, hashes)
+                          f"WHERE {where}", params, hit)
     if refs:
         n = con.execute("UPDATE messages SET refs = list_filter(refs, lambda r: NOT "
                         "list_contains(?::VARCHAR[], r)) WHERE list_has_any(refs, ?::VARCHAR[]) "
@@ -138,7 +154,7 @@ def scrub_mentions(con: Connection, hashes: frozenset[str],
         done["references"] = len(n)
     where, params = _like_any("occurrence_key", terms)
     occurrences = _matching(con, f"SELECT DISTINCT occurrence_key FROM meetings WHERE {where}",
-                            params, hashes)
+                            params, hit)
     if occurrences:
         # Hashed, not deleted: the meeting stays for the others who were there.
         for table in ("meetings", "attendees"):
@@ -147,14 +163,14 @@ def scrub_mentions(con: Connection, hashes: frozenset[str],
                         [occurrences])
         done["meeting ids"] = len(occurrences)
     where, params = _like_any("uid", terms)
-    uids = _matching(con, f"SELECT DISTINCT uid FROM meetings WHERE {where}", params, hashes)
+    uids = _matching(con, f"SELECT DISTINCT uid FROM meetings WHERE {where}", params, hit)
     if uids:
         con.execute("UPDATE meetings SET uid = 'sha256:' || sha256(uid) WHERE uid IN "
                     "(SELECT unnest(?::VARCHAR[]))", [uids])
     for column in ("location", "reason"):
         where, params = _like_any(column, terms)
         bad = _matching(con, f"SELECT DISTINCT {column} FROM quarantine WHERE {where}",
-                        params, hashes)
+                        params, hit)
         if bad:
             n = con.execute(f"DELETE FROM quarantine WHERE {column} IN "
                             "(SELECT unnest(?::VARCHAR[])) RETURNING 1", [bad]).fetchall()
@@ -162,7 +178,7 @@ def scrub_mentions(con: Connection, hashes: frozenset[str],
     for column in ("last_error", "last_summary"):
         where, params = _like_any(column, terms)
         bad = _matching(con, f"SELECT DISTINCT {column} FROM sources WHERE {where}",
-                        params, hashes)
+                        params, hit)
         if bad:
             con.execute(f"UPDATE sources SET {column} = NULL WHERE {column} IN "
                         "(SELECT unnest(?::VARCHAR[]))", [bad])
@@ -301,13 +317,13 @@ _ADDRESS_COLUMNS = {
 }
 
 
-def _holds_forgotten(path: Path, hashes: frozenset[str]) -> bool:
-    """Whether a database file (with its WAL, if any) stores a forgotten address; a file
-    that cannot be read counts as holding one, since nothing says it does not."""
+def _holds_forgotten(path: Path, hashes: frozenset[str]) -> bool | None:
+    """Whether a database file (with its WAL, if any) stores a forgotten address; None when
+    it cannot be read, so nothing shows that it does not."""
     try:
         con = db.connect_bare(path)
     except db.Error:
-        return True
+        return None
     try:
         present = {(t, c) for t, c in con.execute(
             "SELECT table_name, column_name FROM duckdb_columns() "
@@ -324,7 +340,7 @@ def _holds_forgotten(path: Path, hashes: frozenset[str]) -> bool:
                     return True
         return False
     except db.Error:
-        return True
+        return None
     finally:
         con.close()
 
@@ -355,31 +371,33 @@ def _siblings(path: Path) -> Iterator[Path]:
 
 @dataclass(frozen=True)
 class BackupCheck:
-    removed: list[Path]
-    kept: list[Path]
+    removed: list[Path]  # they held a forgotten address
+    unreadable: list[Path]  # removed too: damaged, or a WAL without its file
+    kept: list[Path]  # they hold none
 
 
 def drop_backups(path: Path, hashes: Iterable[str]) -> BackupCheck:
     """Remove every backup beside the database that stores a forgotten address.
 
-    A backup that stores none of them is kept (it predates them); one that cannot be read
-    is removed, as is a WAL whose file is removed or gone (a WAL alone cannot be checked).
+    A backup that stores none of them is kept (it predates them). One that cannot be read
+    is removed, since nothing shows it does not hold them, and so is a WAL whose file is
+    removed or gone (a WAL alone cannot be checked).
     """
     wanted = frozenset(hashes)
     files = sorted(_siblings(path))
-    bases = [f for f in files if not f.name.endswith(".wal")]
-    removed: list[Path] = []
-    kept: list[Path] = []
-    for base in bases:
-        if _holds_forgotten(base, wanted):
-            base.unlink(missing_ok=True)
-            removed.append(base)
-        else:
-            kept.append(base)
+    check = BackupCheck([], [], [])
+    for base in (f for f in files if not f.name.endswith(".wal")):
+        holds = _holds_forgotten(base, wanted)
+        if holds is False:
+            check.kept.append(base)
+            continue
+        base.unlink(missing_ok=True)
+        (check.removed if holds else check.unreadable).append(base)
     for wal in (f for f in files if f.name.endswith(".wal")):
-        if not wal.with_name(wal.name[:-4]).exists():
+        base = wal.with_name(wal.name[:-4])
+        if not base.exists():
             wal.unlink(missing_ok=True)
-            removed.append(wal)
-    if removed:
-        _fsync(path.parent)
-    return BackupCheck(removed, kept)
+            (check.removed if base in check.removed else check.unreadable).append(wal)
+    for directory in {p.parent for p in check.removed + check.unreadable}:
+        _fsync(directory)
+    return check

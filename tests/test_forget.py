@@ -59,10 +59,15 @@ def raw_message(box: scenario.Mailbox, *, mid: str, sender: tuple[str, str],
 
 
 def plant(root: Path) -> tuple[Path, Path]:
-    """The scenario, plus Zelda: two addresses that netaudit joins as one person who moved,
-    a third the user merges, mail with her alone and with Sam, a bounce, a thread whose ids
-    spell her address, and meetings with her alone and with Sam."""
+    """The scenario, plus Zelda (``plant_zelda``)."""
     maildir, _ = scenario.build(root)
+    return maildir, plant_zelda(maildir, root)
+
+
+def plant_zelda(maildir: Path, root: Path) -> Path:
+    """Zelda in a Maildir, and a calendar file: two addresses that netaudit joins as one
+    person who moved, a third the user merges, mail with her alone and with Sam, a bounce,
+    a thread whose ids spell her address, and meetings with her alone and with Sam."""
     box = scenario.Mailbox(maildir, itertools.count(10_000))  # ids apart from the scenario's
     for i, when in enumerate(scenario.days(dt.date(2024, 7, 5), dt.date(2025, 12, 12), 14)):
         first, second = (ME, OLD) if i % 2 == 0 else (OLD, ME)
@@ -105,7 +110,7 @@ def plant(root: Path) -> tuple[Path, Path]:
         f"ATTENDEE;PARTSTAT=ACCEPTED;CN={NAME}:mailto:{NEW[0]}",
         f"ATTENDEE;PARTSTAT=ACCEPTED;CN={SAM[1]}:mailto:{SAM[0]}", "END:VEVENT",
         "END:VCALENDAR", ""]))
-    return maildir, meetings
+    return meetings
 
 
 def old_schema_file(path: Path) -> None:
@@ -190,7 +195,8 @@ def test_forget_removes_the_person_from_the_file_and_its_backups(
     lines = proc.stdout.splitlines()
     assert lines[0] == f"Forgot 3 addresses: {', '.join(ADDRESSES)}."
     assert lines[1].startswith("Deleted ") and f"rewrote {db_dir / 'n.duckdb'}" in lines[1]
-    assert lines[2] == f"Removed 2 backup files that held them: {', '.join(backups)}."
+    assert lines[2] == ("Removed 2 backup files that held them: "
+                        + ", ".join(str(db_dir / b) for b in backups) + ".")
     assert sorted(p.name for p in db_dir.iterdir()) == ["n.duckdb"]  # no WAL, no backup
     assert (db_dir / "n.duckdb").stat().st_mode & 0o777 == 0o600
     assert sql(run, cfg, "SELECT max(version) AS v, count(*) AS n FROM schema_meta") == \
@@ -254,3 +260,50 @@ def test_the_question_names_every_address_and_no_changes_nothing(
     assert (f"Forget {NEW[0]} and the addresses joined to it ({OLD[0]}, {HOME[0]}): "
             "delete everything stored about them? [y/N]") in proc.stdout
     assert {p.name: p.stat().st_mtime_ns for p in db_dir.iterdir()} == before
+
+
+def test_backups_that_never_held_her_stay_and_unreadable_ones_go(tmp_path: Path,
+                                                                  run: Run) -> None:
+    """Through a symlinked database: the file it points to is rewritten and the link kept;
+    a backup from before she wrote is kept; a damaged backup and a WAL without its file,
+    which cannot be checked, are removed."""
+    maildir, _ = scenario.build(tmp_path / "src")
+    real, place = tmp_path / "real", tmp_path / "db"
+    real.mkdir()
+    place.mkdir()
+    link = place / "n.duckdb"
+    link.symlink_to(real / "n.duckdb")
+    meetings = tmp_path / "src" / "meetings.ics"
+    meetings.write_text(scenario.weekly_meetings(SAM, dt.date(2026, 1, 5), 4, location="x"))
+    cfg = write_config(tmp_path / "config.toml",
+                       f'[netaudit]\ndatabase = "{link}"\nme = ["{scenario.ME}"]\n'
+                       'timezone = "UTC"\nhistory_start = 2024-01-01\nstore_subjects = true\n'
+                       f'[[maildir]]\nname = "mail"\npath = "{maildir}"\n'
+                       f'[[calendar]]\nname = "cal"\npath = "{meetings}"\n')
+    run("--config", str(cfg), "sync", check=True)
+    run("--config", str(cfg), "rebuild", check=True)  # a backup from before Zelda
+    [clean] = real.glob("n.duckdb.bak-rebuild-*")
+    damaged = real / "n.duckdb.bak-rebuild-20200101T000000"
+    damaged.write_bytes(b"\0" * 4096 + f"{OLD[0]} {NAME} {ALONE}".encode())
+    orphan = place / "n.duckdb.bak-2.wal"
+    orphan.write_bytes(f"{NEW[0]} {NAME}".encode())
+    plant_zelda(maildir, tmp_path / "src")  # she arrives: new mail, meetings with her
+    run("--config", str(cfg), "sync", check=True)
+    run("--config", str(cfg), "people", "merge", HOME[0], NEW[0], check=True)
+    assert found_in(real / "n.duckdb", SECRETS) == SECRETS
+    assert found_in(clean, SECRETS) == []
+
+    proc = run("--config", str(cfg), "people", "forget", NEW[0], "--yes", check=True)
+
+    assert leaks(real) == {} and leaks(place) == {}
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"Forgot 3 addresses: {', '.join(ADDRESSES)}."
+    assert f"rewrote {real / 'n.duckdb'} " in lines[1]
+    assert lines[2] == ("Removed 2 backup files that could not be read, so nothing showed "
+                        f"that they did not hold them: {damaged}, {orphan}.")
+    assert lines[3] == f"Kept 1 backup file that never held them: {clean}."
+    assert link.is_symlink() and link.readlink() == real / "n.duckdb"
+    assert sorted(p.name for p in real.iterdir()) == ["n.duckdb", clean.name]
+    assert sorted(p.name for p in place.iterdir()) == ["n.duckdb"]
+    assert sql(run, cfg, "SELECT count(*) AS n FROM people WHERE name = 'Sam Steady'") == \
+        [{"n": 1}]
