@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pty
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -226,3 +229,62 @@ def test_unreadable_file_is_quarantined_and_the_rest_goes_on(tmp_path: Path,
                           "SELECT location, reason FROM quarantine", check=True).stdout)
     assert rows == [{"location": str(maildir / "cur" / "1700000000.M1P1.host:2,S"),
                      "reason": "cannot read: No such file or directory"}]
+
+
+def lying_maildir(root: Path, count: int, factor: int) -> None:
+    """A Maildir whose names claim ``factor`` times each file's size (``,S=``), as after a
+    copy that changed line endings or a tool that wrote the wrong number."""
+    sample.write_maildir(root, count)
+    for path in (root / "cur").iterdir():
+        real = path.stat().st_size
+        path.rename(path.with_name(re.sub(r",S=\d+", f",S={real * factor}", path.name)))
+
+
+def test_progress_log_never_shows_more_than_100_percent(run: Run, tmp_path: Path) -> None:
+    """The total is the files' real sizes, the work done is counted from their names, ten
+    times more: the log said "(1000%)" by the end. Now the total grows with the work."""
+    maildir = tmp_path / "Maildir"
+    lying_maildir(maildir, 40, 10)
+    proc = run("--config", str(config_for(tmp_path)), "import", str(maildir),
+               env={"NETAUDIT_PROGRESS_SECONDS": "0"})  # a line for every step
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "Imported 40 messages: 40 new, 0 already stored, 0 quarantined.\n"
+    shares = [int(s) for s in re.findall(r"^import: [\d,]+ messages \((\d+)%\), [\d,]+/s$",
+                                          proc.stderr, re.MULTILINE)]
+    assert len(shares) == 41  # one per message read, one for the batch written
+    assert len(proc.stderr.splitlines()) == 41
+    assert shares == sorted(shares) and shares[0] > 0
+    assert shares[-1] == 100 and shares.count(100) >= 30  # reached after 4 of 40 messages
+
+
+def test_progress_bar_on_a_terminal_never_shows_more_than_100_percent(
+        home: Path, tmp_path: Path) -> None:
+    """The same import on a pseudo-terminal, where rich draws the bar: every frame's share
+    is at most 100 %, and the bar was drawn (0 % first, 100 % last)."""
+    maildir = tmp_path / "Maildir"
+    lying_maildir(maildir, 40, 10)
+    cfg = config_for(tmp_path)
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "netaudit", "--config", str(cfg), "import", str(maildir)],
+            stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, cwd=home,
+            env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "160"})
+        os.close(terminal)
+        output = bytearray()
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert proc.wait(timeout=60) == 0, output.decode(errors="replace")
+    finally:
+        os.close(controller)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+    shares = [int(s) for s in re.findall(r"(\d+)%", text)]
+    assert shares and shares[0] == 0 and shares[-1] == 100, text
+    assert max(shares) == 100
+    assert "Imported 40 messages: 40 new" in text
