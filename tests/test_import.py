@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from netaudit import sample
+from netaudit import progress, sample
 from tests.conftest import Run, data_path, write_config
 
 
@@ -288,3 +288,17 @@ def test_progress_bar_on_a_terminal_never_shows_more_than_100_percent(
     assert shares and shares[0] == 0 and shares[-1] == 100, text
     assert max(shares) == 100
     assert "Imported 40 messages: 40 new" in text
+
+
+def test_progress_meter_grows_its_total() -> None:
+    meter = progress.Meter(1000)
+    meter.advance(999, 1)
+    assert (meter.total, meter.percent()) == (1000, 99)  # rounded down: 100 means done
+    meter.advance(501, 2)
+    assert (meter.total, meter.done, meter.messages, meter.percent()) == (1500, 1500, 3, 100)
+    assert progress.log_line("work/INBOX", meter, 2.0) == "work/INBOX: 3 messages (100%), 2/s"
+    unknown = progress.Meter(None)
+    unknown.advance(10, 1)
+    assert unknown.percent() is None and unknown.total is None
+    assert progress.log_line("x", unknown, 1.0) == "x: 1 messages, 1/s"
+    assert progress.Meter(0).percent() is None
