@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest import imap
+from ingest import imap, imap_connect
 from ingest.headers import MAX_HEADER_BYTES
 from ingest.imap_connect import (
     MAX_COMMAND_BYTES,
@@ -47,6 +47,7 @@ from ingest.imap_connect import (
     command_name,
     literal_size,
 )
+from ingest.secrets import Secret
 from netaudit import config, db
 from tests.conftest import Run, data_path, write_config
 from tests.dovecot import DovecotServer, ImapAccount
@@ -109,8 +110,9 @@ FLOODS = {
 class Misbehaviour:
     stage: str  # the command answered badly ("greeting" for the greeting itself)
     # literal, flood, fetch-flood (well-formed FETCH data for UIDs never asked for),
-    # long-line (a line that never ends) or long-number (an EXISTS of 5,000 digits, then
-    # the proper answer)
+    # long-line (a line that never ends), long-number (an EXISTS of 5,000 digits, then the
+    # proper answer), continuations (endless "+" in answer to AUTHENTICATE) or unsolicited
+    # (60,000 EXISTS before each proper answer)
     attack: str
     times: int = 1_000_000  # connections to misbehave on; later ones behave
 
@@ -169,6 +171,8 @@ class HostileIMAP:
                 if hostile and command == self.misbehaviour.stage:
                     if self.misbehaviour.attack == "long-number":  # then a proper answer
                         conn.sendall(b"* " + b"9" * 5000 + b" EXISTS\r\n")
+                    elif self.misbehaviour.attack == "unsolicited":  # then a proper answer
+                        conn.sendall(b"".join(b"* %d EXISTS\r\n" % i for i in range(60_000)))
                     else:
                         self._misbehave(conn)
                         return
@@ -210,6 +214,11 @@ class HostileIMAP:
             block = b"a" * 65536
         elif attack == "flood":
             block = b"".join(FLOODS[stage] % i for i in range(1, 2000))
+        elif attack == "continuations":  # "+" for ever: the client answers each one
+            reader = conn.makefile("rb")
+            threading.Thread(target=lambda: all(iter(lambda: reader.read(65536), b"")),
+                             daemon=True).start()
+            block = b"+ \r\n" * 2000
         else:  # fetch-flood: the usual FETCH answer, for UIDs nobody asked for
             block = b"".join(fetch_answer(uid) for uid in range(1000, 1200))
         while True:
@@ -225,15 +234,18 @@ def hostile() -> Iterator[list[HostileIMAP]]:
         server.close()
 
 
-def write_sync_config(tmp_path: Path, port: int, maildir: Path | None = None) -> Path:
+def write_sync_config(tmp_path: Path, port: int, maildir: Path | None = None,
+                      xoauth2: bool = False) -> Path:
     secret = tmp_path / "password"
     secret.write_text("secret\n")
     secret.chmod(0o600)
+    auth = ['auth = "xoauth2"', f'oauth2_token_command = ["cat", "{secret}"]'] if xoauth2 \
+        else [f'password_command = ["cat", "{secret}"]']
     lines = [
         "[netaudit]", f'database = "{tmp_path / "netaudit.duckdb"}"',
         'me = ["robin@example.org"]', "",
         "[[imap]]", 'name = "hostile"', 'host = "127.0.0.1"', f"port = {port}",
-        'security = "plain"', 'username = "robin"', f'password_command = ["cat", "{secret}"]',
+        'security = "plain"', 'username = "robin"', *auth,
         "timeout = 20", 'folders = ["INBOX"]', "",
     ]
     if maildir is not None:
@@ -340,6 +352,43 @@ def test_a_hostile_server_fails_the_account_with_one_line(
     assert last_error(cfg, "hostile") == line.removeprefix("hostile: failed: ")
     if attack == "literal":  # nothing of it was read beyond what the sockets buffer
         assert server.sent < 64 << 20, server.sent
+
+
+def test_endless_continuations_to_authenticate_are_cut_off(
+        tmp_path: Path, hostile: list[HostileIMAP]) -> None:
+    """XOAUTH2: imaplib answers every "+" with the token again, for as long as the server
+    asks; before the bound it never stopped."""
+    server = HostileIMAP(Misbehaviour("AUTHENTICATE", "continuations"))
+    hostile.append(server)
+    cfg = write_sync_config(tmp_path, server.port, xoauth2=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    got = run_limited(home, "--config", str(cfg), "sync")
+    line = (f"hostile: failed: 127.0.0.1:{server.port}: the server sent more than "
+            f"{MAX_RESPONSES:,} responses to AUTHENTICATE without completing it; refusing")
+    assert (got.returncode, got.stdout.strip(), got.stderr.strip()) == (
+        1, line, "Error: 1 of 1 sources failed: hostile"), got
+    assert "secret" not in got.stdout + got.stderr
+    assert last_error(cfg, "hostile") == line.removeprefix("hostile: failed: ")
+
+
+def test_unsolicited_responses_do_not_pile_up_across_commands(
+        tmp_path: Path, hostile: list[HostileIMAP]) -> None:
+    """imaplib keeps an untagged response until a command of its kind reads it; netaudit
+    never reads EXISTS, so 60,000 before each STATUS piled up (180,000 after three). Past
+    MAX_RESPONSES a new command drops them: what is kept after three is the third's."""
+    server = HostileIMAP(Misbehaviour("STATUS", "unsolicited"))
+    hostile.append(server)
+    source = config.load(str(write_sync_config(tmp_path, server.port))).sources[0]
+    client = imap_connect.connect(imap_connect.Account.from_source(source),
+                                  lambda refresh: Secret("secret"))
+    try:
+        for _ in range(3):
+            assert client.folder_status("INBOX", [b"MESSAGES"])[b"MESSAGES"] == 3
+        kept = client._imap.untagged_responses
+        assert sum(map(len, kept.values())) == 60_000, {k: len(v) for k, v in kept.items()}
+    finally:
+        imap_connect.close(client)
 
 
 def test_the_other_sources_are_synced(tmp_path: Path, hostile: list[HostileIMAP]) -> None:
