@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,8 +20,6 @@ from pathlib import Path
 
 from netaudit import db
 from netaudit.db import Connection
-
-log = logging.getLogger(__name__)
 
 
 def forget_hash(address: str) -> str:
