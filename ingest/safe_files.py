@@ -7,6 +7,7 @@ Every file netaudit reads from a source goes through here.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -45,6 +46,13 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _mode(path: Path | str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
 def open_regular(path: Path | str) -> BinaryIO:
     """Open a regular file for reading without ever blocking.
 
@@ -52,7 +60,12 @@ def open_regular(path: Path | str) -> BinaryIO:
     (not ``stat`` on the name, which may change in between) then refuses anything that is
     not a regular file, so a FIFO, socket or device is never read.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
+        if exc.errno == errno.ENXIO and stat.S_ISSOCK(_mode(path)):
+            raise NotRegularFile(0, "a socket, not a file", os.fsdecode(path)) from exc
+        raise
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
