@@ -2,7 +2,12 @@
 
 Readers yield raw header blocks; they never read a message body they can skip. Only mbox
 forces a scan of bodies, to find where the next message starts, and that scan runs over an
-mmap in C (``bytes.find``), not line by line in Python.
+mmap in C (``bytes.find``), not line by line in Python. A single message file outside a
+Maildir is scanned the same way, for the start of another message: such a file may be an mbox
+that lost its first From_ line, or messages joined with ``cat``.
+
+Every file is opened through ``ingest.safe_files`` (a FIFO never blocks), and every location
+is text from ``safe_files.path_text`` (a file name that is not UTF-8 can still be stored).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from ingest.headers import MAX_HEADER_BYTES
+from ingest.safe_files import open_regular, path_text
 
 _CHUNK = 8192
 _BOM = b"\xef\xbb\xbf"
@@ -40,40 +47,92 @@ SKIP_NAMES = {"color", "displayname", "description", "order", "dovecot-uidlist",
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
-    """One message's header block and what the file system knows about it."""
+    """One message's header block and what the file system knows about it.
+
+    ``location`` is what is stored (escaped text); ``path`` and ``offset`` are where the
+    message really is, for the few bounces whose whole message is read again.
+    """
 
     location: str
     header: bytes
     size: int | None
     fallback_dates: tuple[tuple[str, dt.datetime | None], ...]
+    path: Path | None = None
+    offset: int | None = None  # where the message starts inside an mbox
+
+
+class Glued(ValueError):
+    """A file that holds several messages with no From_ line between them: not an mbox, so
+    where each message ends is a guess netaudit does not make; only the first is read."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"looks like {count} messages joined without From_ lines; only the "
+                         "first was read")
+        self.count = count
 
 
 def _mtime(st: os.stat_result) -> dt.datetime:
     return dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)
 
 
-def read_header_block(path: Path | str, limit: int = MAX_HEADER_BYTES) -> bytes:
-    """The file's bytes up to the first blank line; at most ``limit + 1`` bytes are read."""
+def _read_header(fh: BinaryIO, limit: int) -> bytes:
     buf = bytearray()
-    with open(path, "rb") as fh:
-        while len(buf) <= limit:
-            chunk = fh.read(_CHUNK)
-            if not chunk:
-                break
-            start = max(0, len(buf) - 3)
-            buf += chunk
-            blank = _BLANK_LINE.search(buf, start)  # the first blank line, LF or CRLF
-            if blank is not None:
-                return bytes(buf[: blank.start() + 1])
+    while len(buf) <= limit:
+        chunk = fh.read(_CHUNK)
+        if not chunk:
+            break
+        start = max(0, len(buf) - 3)
+        buf += chunk
+        blank = _BLANK_LINE.search(buf, start)  # the first blank line, LF or CRLF
+        if blank is not None:
+            return bytes(buf[: blank.start() + 1])
     return bytes(buf[: limit + 1])
 
 
+def read_header_block(path: Path | str, limit: int = MAX_HEADER_BYTES) -> bytes:
+    """The file's bytes up to the first blank line; at most ``limit + 1`` bytes are read."""
+    with open_regular(path) as fh:
+        return _read_header(fh, limit)
+
+
 def read_message_file(path: Path) -> RawMessage:
-    st = path.stat()
-    header = read_header_block(path)
+    """A file that is one message by where it is (a Maildir's cur/ or new/): its header only.
+
+    Size and time come from the open descriptor, so they are the file's that was read.
+    """
+    with open_regular(path) as fh:
+        st = os.fstat(fh.fileno())
+        header = _read_header(fh, MAX_HEADER_BYTES)
     if header.startswith(_BOM):
         header = header[len(_BOM):]
-    return RawMessage(str(path), header, st.st_size, (("file_mtime", _mtime(st)),))
+    return RawMessage(path_text(path), header, st.st_size, (("file_mtime", _mtime(st)),),
+                      path)
+
+
+def read_mail_file(path: Path, limit: int = MAX_HEADER_BYTES) -> Iterator[RawMessage]:
+    """A mail file outside a Maildir: normally one message.
+
+    If another message starts after this one ends (``file_layout``), the file is not one
+    message: when that start is a From_ line, it is an mbox whose first From_ line is missing,
+    and every message is read; when messages start with bare header blocks, they were joined
+    without separators: the first is read and ``Glued`` is raised after it, to be reported.
+    """
+    glued = 0
+    with open_regular(path) as fh:
+        st = os.fstat(fh.fileno())
+        header = _read_header(fh, limit)
+        start = len(_BOM) if header.startswith(_BOM) else 0
+        if st.st_size > len(header):  # there is a body to look past
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                kind, count = file_layout(buf, start, limit)
+                if kind == "mbox":
+                    yield from _split(buf, path, start, limit, first_has_from_line=False)
+                    return
+                glued = count if kind == "glued" else 0
+    yield RawMessage(path_text(path), header[start:], st.st_size,
+                     (("file_mtime", _mtime(st)),), path)
+    if glued:
+        raise Glued(glued)
 
 
 MAX_MESSAGE_BYTES = 1_000_000
@@ -82,13 +141,13 @@ MAX_MULTIPARTS = 100
 _MULTIPART = re.compile(rb"multipart[ \t]*/", re.IGNORECASE)
 
 
-def read_whole(location: str, size: int | None, limit: int = MAX_MESSAGE_BYTES) -> bytes:
-    """A whole message (for the few bounces whose report part is needed): a file, or
-    ``path#offset`` inside an mbox. At most ``limit`` bytes."""
-    path, _, offset = location.rpartition("#") if "#" in location else (location, "", "")
-    with open(path, "rb") as fh:
-        if offset.isdigit():
-            fh.seek(int(offset))
+def read_whole(path: Path, offset: int | None, size: int | None,
+               limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    """A whole message (for the few bounces whose report part is needed): a file, or the
+    one at ``offset`` inside an mbox. At most ``limit`` bytes."""
+    with open_regular(path) as fh:
+        if offset is not None:
+            fh.seek(offset)
             return fh.read(min(size or limit, limit))
         return fh.read(limit)
 
@@ -122,7 +181,8 @@ def read_maildir_file(path: Path) -> RawMessage:
     msg = read_message_file(path)
     m = _MAILDIR_SIZE.search(path.name)
     if m:
-        return RawMessage(msg.location, msg.header, int(m.group(1)), msg.fallback_dates)
+        return RawMessage(msg.location, msg.header, int(m.group(1)), msg.fallback_dates,
+                          msg.path)
     return msg
 
 
@@ -188,7 +248,7 @@ def iter_mbox(path: Path, limit: int = MAX_HEADER_BYTES) -> Iterator[RawMessage]
     Content-Length is trusted only when it lands exactly on the next From_ line or the end of
     the file; otherwise boundaries come from From_ lines that head a real header block.
     """
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
             return
@@ -198,35 +258,178 @@ def iter_mbox(path: Path, limit: int = MAX_HEADER_BYTES) -> Iterator[RawMessage]
                 pos += 1  # some exporters put blank lines before the first From_ line
             if buf[pos:pos + 5] != b"From ":
                 return
-            while pos < size:
-                line_end = buf.find(b"\n", pos)
-                if line_end < 0:
-                    line_end = size - 1
-                from_line = bytes(buf[pos:line_end])
-                head_start = line_end + 1
-                head_end = _header_end(buf, head_start, limit)
-                header = bytes(buf[head_start:head_end])
-                body_start = head_end + (2 if buf[head_end:head_end + 2] == b"\r\n" else 1)
-                nxt = -1
-                m = _CONTENT_LENGTH.search(header)
-                if m:
-                    cand = body_start + int(m.group(1))
-                    for skip in (0, 1, 2):
-                        c = cand + skip
-                        if c >= size or (buf[c:c + 5] == b"From " and buf[c - 1:c] == b"\n"):
-                            nxt = min(c, size)
-                            break
-                if nxt < 0:
-                    nxt = size
-                    search = head_end
-                    while True:
-                        found = buf.find(b"\nFrom ", search)
-                        if found < 0:
-                            break
-                        if _is_separator(buf, found + 1):
-                            nxt = found + 1
-                            break
-                        search = found + 1
-                yield RawMessage(f"{path}#{pos}", header, nxt - pos,
-                                 (("from_line", _from_line_date(from_line)),))
-                pos = nxt
+            yield from _split(buf, path, pos, limit)
+
+
+def _split(buf: mmap.mmap, path: Path, pos: int, limit: int,
+           first_has_from_line: bool = True) -> Iterator[RawMessage]:
+    """The messages from ``pos`` on; the first one starts with its header when it has no
+    From_ line (an mbox cut at its start, or one message written before an mbox)."""
+    size = len(buf)
+    where = path_text(path)
+    has_from_line = first_has_from_line
+    while pos < size:
+        if has_from_line:
+            line_end = buf.find(b"\n", pos)
+            if line_end < 0:
+                line_end = size - 1
+            from_line = bytes(buf[pos:line_end])
+            head_start = line_end + 1
+            dates: tuple[tuple[str, dt.datetime | None], ...] = (
+                ("from_line", _from_line_date(from_line)),)
+        else:
+            head_start = pos
+            dates = ()
+        head_end = _header_end(buf, head_start, limit)
+        header = bytes(buf[head_start:head_end])
+        body_start = head_end + (2 if buf[head_end:head_end + 2] == b"\r\n" else 1)
+        nxt = -1
+        m = _CONTENT_LENGTH.search(header)
+        if m:
+            cand = body_start + int(m.group(1))
+            for skip in (0, 1, 2):
+                c = cand + skip
+                if c >= size or (buf[c:c + 5] == b"From " and buf[c - 1:c] == b"\n"):
+                    nxt = min(c, size)
+                    break
+        if nxt < 0:
+            nxt = size
+            search = head_end
+            while True:
+                found = buf.find(b"\nFrom ", search)
+                if found < 0:
+                    break
+                if _is_separator(buf, found + 1):
+                    nxt = found + 1
+                    break
+                search = found + 1
+        yield RawMessage(f"{where}#{pos}", header, nxt - pos, dates, path, pos)
+        pos = nxt
+        has_from_line = True
+
+
+# A line that may start another message: a From_ line, or a Message-ID field (every message a
+# mail server handled has one). Case-insensitive for the field only: "from " in a body is
+# common, and From_ lines are written "From ".
+_NEXT_START = re.compile(rb"\n(?:From |(?i:message-id)[ \t]*:)")
+_FROM_FIELD = re.compile(rb"^from[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_DATE_FIELD = re.compile(rb"^date[ \t]*:", re.IGNORECASE | re.MULTILINE)
+# A report about other mail may quote that mail's header in its text (qmail and older exim
+# bounces do): there the first bare header block is that quote, not another message.
+_REPORT = re.compile(rb"^(?:from[ \t]*:[^\n]*\b(?:mailer-daemon|postmaster)\b"
+                     rb"|subject[ \t]*:[^\n]*(?:undeliver|failure notice|delivery fail"
+                     rb"|returned mail|delivery status))", re.IGNORECASE | re.MULTILINE)
+_MAX_RUN_LINES = 200  # how far back a header block is looked for from its Message-ID line
+# A message forwarded inline keeps its whole header (AOL's forwards do; Enron holds four):
+# one bare header block after a message is that, not a second message. Three messages are
+# no forward.
+GLUED_MIN = 3
+
+
+def file_layout(buf: mmap.mmap | bytes, start: int = 0,
+                limit: int = MAX_HEADER_BYTES) -> tuple[str, int]:
+    """What a file that starts with a header block holds: ("one", 1), ("mbox", 0) when a From_
+    line follows the first message (an mbox whose first From_ line is missing), or ("glued",
+    count) when further messages start with a bare header block.
+
+    A message ends where its MIME structure says (after the closing boundary of a multipart),
+    so an attached message, a bounce's copy of the original or an attached mbox never counts.
+    Another message starts at a From_ line with a date that heads a header block (as in an
+    mbox) or at a header block with From, Date and Message-ID fields. Fewer than
+    ``GLUED_MIN`` messages count as one. Pure; reads ``buf`` only.
+    """
+    count = 1
+    pos = start
+    while True:
+        head_end = _header_end(buf, pos, limit)
+        if _NEXT_START.search(buf, head_end) is None:  # nothing could start a message: done
+            break
+        body = _body_after_parts(buf, pos, head_end)
+        if body is None:
+            break
+        body_from, quoted = body
+        found = _next_start(buf, max(body_from - 1, 0), quoted)
+        if found is None:
+            break
+        nxt, is_from_line = found
+        if nxt <= pos:  # cannot happen; never loop
+            break
+        if is_from_line and count == 1:
+            return "mbox", 0
+        count += 1
+        if is_from_line:
+            line_end = buf.find(b"\n", nxt)
+            pos = len(buf) if line_end < 0 else line_end + 1
+        else:
+            pos = nxt
+    return ("glued", count) if count >= GLUED_MIN else ("one", 1)
+
+
+def _body_after_parts(buf: mmap.mmap | bytes, pos: int,
+                      head_end: int) -> tuple[int, int] | None:
+    """Where the message at ``pos`` can no longer hold parts of its own, and how many bare
+    header blocks after that are quotes (1 in a report about other mail); None when that
+    cannot be told (a message/* body, a multipart that is never closed)."""
+    header = bytes(buf[pos:head_end])
+    try:
+        msg = BytesHeaderParser(policy=compat32).parsebytes(header)
+        ctype = msg.get_content_type()
+        boundary = msg.get_boundary() if msg.get_content_maintype() == "multipart" else None
+    except Exception:  # a hostile header: treat the file as one message, as before
+        return None
+    if ctype.startswith("message/") or ctype == "text/rfc822-headers":
+        return None
+    if msg.get_content_maintype() == "multipart":
+        if not boundary:
+            return None
+        marker = re.escape(boundary.encode("utf-8", "surrogateescape"))
+        close = re.compile(rb"^--" + marker + rb"--(?=[ \t]*\r?$)",
+                           re.MULTILINE).search(buf, head_end)
+        if close is None:
+            return None
+        return close.end(), 0
+    return head_end, 1 if _REPORT.search(header) else 0
+
+
+def _next_start(buf: mmap.mmap | bytes, search: int,
+                quoted: int) -> tuple[int, bool] | None:
+    """The first line from ``search`` on that starts another message: (offset, whether it is
+    a From_ line); the first ``quoted`` bare header blocks are passed over."""
+    for m in _NEXT_START.finditer(buf, search):
+        line = m.start() + 1
+        if buf[line:line + 5] == b"From ":
+            if _is_separator(buf, line) and _from_line_date(_line(buf, line)) is not None:
+                return line, True
+            continue
+        first = _run_start(buf, line, search + 1)
+        run = _FIELD_RUN.match(buf, first, min(len(buf), first + 16384))
+        if run is None or run.end() <= line:
+            continue
+        fields = bytes(buf[first:run.end()])
+        if _FROM_FIELD.search(fields) and _DATE_FIELD.search(fields):
+            if quoted == 0:
+                return first, False
+            quoted -= 1
+    return None
+
+
+def _line(buf: mmap.mmap | bytes, pos: int) -> bytes:
+    end = buf.find(b"\n", pos)
+    return bytes(buf[pos:end if end >= 0 else len(buf)])
+
+
+def _run_start(buf: mmap.mmap | bytes, line: int, floor: int) -> int:
+    """The first field line (not before ``floor``) of the run of header lines that holds the
+    line at ``line``."""
+    first = line
+    for _ in range(_MAX_RUN_LINES):
+        prev = buf.rfind(b"\n", 0, first - 1) + 1 if first > 0 else -1
+        if prev < floor:
+            break
+        text = bytes(buf[prev:first - 1]).rstrip(b"\r")
+        if not text or not (_FIELD.match(text) or text[:1] in (b" ", b"\t")):
+            break
+        first = prev
+    while first < line and buf[first:first + 1] in (b" ", b"\t"):  # not a continuation
+        first = buf.find(b"\n", first) + 1
+    return first

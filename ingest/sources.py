@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ingest.safe_files import path_text
 from ingest.store import BatchResult, known_me, record_source, remember_me
 from netaudit import db
 from netaudit.config import Config, Source
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def os_error_text(exc: OSError) -> str:
+    """One line for an OS error, storable: a file name that is not UTF-8 comes out escaped
+    (DuckDB refuses the lone surrogates Python decodes such names to)."""
+    text = exc.strerror or path_text(str(exc))
+    return f"{text}: {path_text(exc.filename)}" if exc.filename is not None else text
+
+
 def _summary(result: BatchResult) -> str:
     return (f"{result.seen:,} messages: {result.new:,} new, {result.duplicates:,} already "
             f"stored, {result.quarantined:,} quarantined")
@@ -26,15 +34,10 @@ def _summary(result: BatchResult) -> str:
 
 def sync_local(cfg: Config, source: Source, me: frozenset[str]) -> str:
     """A [[maildir]] or [[mbox]] source, through the same readers as `netaudit import`."""
-    path = Path(source["path"])
-    if not path.exists():
-        raise SourceError(f"{path} does not exist")
-    if source.kind == "maildir" and not path.is_dir():
-        raise SourceError(f"{path} is not a directory")
-    if source.kind == "mbox" and not path.is_file():
-        raise SourceError(f"{path} is not a file")
     from ingest import local  # the mail file readers are loaded only for local sources
 
+    path = Path(source["path"])
+    local.check_source_path(source.kind, path)
     result = local.import_paths(cfg.database, source.name, [path], me=me,
                                 keep_subject=cfg.store_subjects)
     return _summary(result.mail)
@@ -102,7 +105,7 @@ def _sync_each(cfg: Config, sources: Sequence[Source], echo: Callable[[str], Non
             raise
         except (NetauditError, OSError) as exc:
             outcome["error"] = str(exc) if isinstance(exc, NetauditError) else \
-                f"{exc.strerror}: {exc.filename}"
+                os_error_text(exc)
             failed.append(source.name)
             echo(f"{source.name}: failed: {outcome['error']}")
         last = i == len(sources) - 1

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ingest.safe_files import path_text
 from netaudit.db import Connection, people_inputs_changed
 from netaudit.privacy import forget_hash
 
@@ -262,7 +263,13 @@ def remember_me(con: Connection, addresses: Iterable[str], origin: str) -> int:
 
 def record_source(con: Connection, name: str, kind: str, *, error: str | None = None,
                   summary: str | None = None) -> None:
-    """Remember how a source's last run went, for `netaudit status`."""
+    """Remember how a source's last run went, for `netaudit status`.
+
+    Either text may hold a file name Python decoded with surrogates, which DuckDB refuses:
+    it is stored escaped rather than losing the whole record.
+    """
+    error = None if error is None else path_text(error)
+    summary = None if summary is None else path_text(summary)
     now = dt.datetime.now(dt.UTC)
     exists = con.execute("SELECT count(*) FROM sources WHERE name = ?", [name]).fetchone()
     if not exists or not exists[0]:

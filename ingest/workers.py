@@ -25,6 +25,8 @@ from pathlib import Path
 from ingest import calendars, local, mailfiles
 from ingest.imap import DAEMON_BATCH_MESSAGES, AccountSync, Options, Session
 from ingest.imap_connect import Account, Transient
+from ingest.safe_files import path_text
+from ingest.sources import os_error_text
 from ingest.store import BatchResult, Quarantined, record_source
 from ingest.writegate import Stopping
 from netaudit import db
@@ -134,8 +136,7 @@ class Worker(threading.Thread):
                         delay)
             self.request(job, delay)
         except (NetauditError, OSError) as exc:
-            message = str(exc) if isinstance(exc, NetauditError) else \
-                f"{exc.strerror or exc}: {exc.filename}"
+            message = str(exc) if isinstance(exc, NetauditError) else os_error_text(exc)
             log.warning("%s: failed: %s", self.name, message)
             self.record(error=message)
         except Exception as exc:  # a bug: keep the daemon and the other sources going
@@ -256,59 +257,97 @@ class ImapWorker(SourceWorker):
 # Maildir and mbox
 
 
-def changed_maildir_files(root: Path, since_ns: int) -> Iterator[Path]:
+def changed_maildir_files(root: Path, since_ns: int, unreadable: set[str] | None = None,
+                          problems: list[Quarantined] | None = None) -> Iterator[Path]:
     """Message files in cur/ and new/ directories created or renamed since ``since_ns``.
 
     Delivery and flag changes rename files, which updates both the file's ctime and its
     directory's mtime: so directories untouched since then are not even listed, and a
     rescan of a large unchanged Maildir costs a stat per directory.
+
+    A folder that cannot be listed is added to ``unreadable`` and reported once in
+    ``problems``; when it can be listed again, every file under it is listed whatever its
+    times, since they were missed meanwhile. Entries that are not folders are all listed,
+    FIFOs too: reading them quarantines them, as a full import does.
     """
-    stack = [root]
+    seen = unreadable if unreadable is not None else set()
+    found = problems if problems is not None else []
+    stack = [(root, since_ns)]
     while stack:
-        directory = stack.pop()
+        directory, since = stack.pop()
+        since = _since(directory, since, seen)
         try:
             entries = list(os.scandir(directory))
-        except OSError:
+        except OSError as exc:
+            _unreadable(directory, exc, seen, found)
             continue
+        seen.discard(os.fspath(directory))
         for entry in entries:
             if not entry.is_dir(follow_symlinks=False):
                 continue
             name = entry.name
             path = Path(entry.path)
             if name in ("cur", "new"):
-                yield from _changed_in(path, since_ns)
-            elif name not in ("tmp", ".git") and (not name.startswith(".")
-                                                  or mailfiles.is_maildir(path)):
-                stack.append(path)
+                yield from _changed_in(path, _since(path, since, seen), seen, found)
+            elif name in ("tmp", ".git"):
+                continue
+            elif not name.startswith("."):
+                stack.append((path, since))
+            else:
+                try:
+                    if mailfiles.is_maildir(path):
+                        stack.append((path, since))
+                except OSError as exc:  # a Maildir++ folder that cannot be looked into
+                    _unreadable(path, exc, seen, found)
 
 
-def _changed_in(directory: Path, since_ns: int) -> Iterator[Path]:
+def _since(directory: Path, since_ns: int, unreadable: set[str]) -> int:
+    """0 for a folder that could not be read before: everything in it is new to us."""
+    return 0 if os.fspath(directory) in unreadable else since_ns
+
+
+def _unreadable(directory: Path, exc: OSError, unreadable: set[str],
+                problems: list[Quarantined]) -> None:
+    """Remember a folder that cannot be listed; report it the first time only."""
+    key = os.fspath(directory)
+    if key not in unreadable:
+        unreadable.add(key)
+        problems.append(Quarantined(path_text(directory), local.folder_reason(exc)))
+
+
+def _changed_in(directory: Path, since_ns: int, unreadable: set[str],
+                problems: list[Quarantined]) -> Iterator[Path]:
     try:
-        if directory.stat().st_mtime_ns < since_ns:
+        if since_ns and directory.stat().st_mtime_ns < since_ns:
             return
         with os.scandir(directory) as entries:
+            unreadable.discard(os.fspath(directory))
             for entry in entries:
-                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                if entry.name.startswith("."):
                     continue
                 try:
+                    if entry.is_dir(follow_symlinks=False):
+                        continue
                     if entry.stat(follow_symlinks=False).st_ctime_ns >= since_ns:
                         yield Path(entry.path)
                 except FileNotFoundError:
                     continue
-    except OSError:
+    except FileNotFoundError:
         return
+    except OSError as exc:
+        _unreadable(directory, exc, unreadable, problems)
 
 
 def read_maildir_files(paths: Iterable[Path]) -> Iterator[mailfiles.RawMessage | Quarantined]:
     """Headers of the given files; one moved away meanwhile is skipped (its new name comes as
-    its own event), one that cannot be read is quarantined."""
+    its own event), one that cannot be read (or is a FIFO) is quarantined."""
     for path in paths:
         try:
             yield mailfiles.read_maildir_file(path)
         except FileNotFoundError:
             continue
         except OSError as exc:
-            yield Quarantined(str(path), f"cannot read: {exc.strerror or exc}")
+            yield Quarantined(path_text(path), local.unreadable_reason(exc))
 
 
 class LocalWorker(SourceWorker):
@@ -321,6 +360,7 @@ class LocalWorker(SourceWorker):
         self._pending_lock = threading.Lock()
         self._scan_mark: int | None = None  # time.time_ns() before the last full scan
         self._mbox_stamp: tuple[int, int, int] | None = None
+        self._unreadable: set[str] = set()  # folders the last scan could not list
 
     def start_watching(self, watch: Callable[[str, str, Path, Callable[[list[str], bool], None]],
                                              bool]) -> bool:
@@ -345,12 +385,7 @@ class LocalWorker(SourceWorker):
         return f"syncing {self.name} (new files)" if job == "paths" else f"syncing {self.name}"
 
     def _check_path(self) -> None:
-        if not self.path.exists():
-            raise SourceError(f"{self.path} does not exist")
-        if self.source.kind == "maildir" and not self.path.is_dir():
-            raise SourceError(f"{self.path} is not a directory")
-        if self.source.kind == "mbox" and not self.path.is_file():
-            raise SourceError(f"{self.path} is not a file")
+        local.check_source_path(self.source.kind, self.path)
 
     def do(self, job: str) -> tuple[bool, str | None]:
         self._check_path()
@@ -369,19 +404,35 @@ class LocalWorker(SourceWorker):
         if self._scan_mark is None:
             changed, summary = self._import_all()
         else:
-            changed, summary = self._ingest(
-                changed_maildir_files(self.path, self._scan_mark - CTIME_SLACK_NS))
+            changed, summary = self._ingest_changes(self._scan_mark - CTIME_SLACK_NS)
         self._scan_mark = started
         return changed, summary
 
     def _import_all(self) -> tuple[bool, str]:
         result = local.import_paths(self.ctx.cfg.database, self.name, [self.path],
                                     me=self.ctx.me, keep_subject=self.ctx.cfg.store_subjects)
+        self._unreadable = {os.fspath(p) for p in result.unread_folders}
         mail = result.mail
         return mail.new + mail.quarantined > 0, _mail_summary(mail)
 
+    def _ingest_changes(self, since_ns: int) -> tuple[bool, str]:
+        """A delta scan; folders it finds unreadable are quarantined after the files."""
+        problems: list[Quarantined] = []
+
+        def items() -> Iterator[mailfiles.RawMessage | Quarantined]:
+            yield from read_maildir_files(
+                changed_maildir_files(self.path, since_ns, self._unreadable, problems))
+            for problem in problems:
+                log.warning("%s: %s: %s", self.name, problem.location, problem.reason)
+            yield from problems
+
+        return self._store(items())
+
     def _ingest(self, paths: Iterable[Path]) -> tuple[bool, str]:
-        mail = local.ingest_messages(self.ctx.cfg.database, self.name, read_maildir_files(paths),
+        return self._store(read_maildir_files(paths))
+
+    def _store(self, items: Iterable[mailfiles.RawMessage | Quarantined]) -> tuple[bool, str]:
+        mail = local.ingest_messages(self.ctx.cfg.database, self.name, items,
                                      me=self.ctx.me, keep_subject=self.ctx.cfg.store_subjects)
         return mail.new + mail.quarantined > 0, _mail_summary(mail)
 
