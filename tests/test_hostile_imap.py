@@ -5,14 +5,21 @@ IMAP for a sync (greeting, CAPABILITY, LOGIN, STATUS, LIST, EXAMINE, UID FETCH, 
 and then, at one chosen command, misbehaves:
 
 - ``literal``: announces a literal of 3,000,000,000 bytes and streams bytes for ever (the
-  stdlib's imaplib would allocate the whole literal before reading it);
+  stdlib's imaplib allocated the whole literal before reading it: MemoryError under the limit);
 - ``flood``: sends untagged responses for ever and never completes the command (imaplib keeps
   every one of them until the command completes, the pipelined FETCH reader kept the FETCH
-  ones).
+  ones: MemoryError after 20-35 s); ``fetch-flood``: well-formed FETCH answers for UIDs never
+  asked for (the reader read them for ever);
+- ``long-line``, ``long-number`` (5,000 digits: imapclient's int() raised ValueError),
+  ``continuations`` (endless "+" to AUTHENTICATE: imaplib answered each, for ever) and
+  ``unsolicited`` (60,000 EXISTS before each answer: imaplib kept them across commands).
 
 `netaudit sync` runs as a real process under RLIMIT_AS (1 GiB address space) with a timeout
 that only detects a hang; its peak RSS comes from wait4. It must exit 1 with one line naming
-the cap, no traceback, the source's ``last_error`` set, and the other sources synced.
+the cap, no traceback, the source's ``last_error`` set, and the other sources synced. The
+daemon's IDLE watcher meets the same server in a process of its own and must reconnect.
+Against a real Dovecot: a header over the stored cap is quarantined and the sync goes on, and
+bounce lookups go in commands of a bounded number of UIDs.
 """
 
 from __future__ import annotations
