@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ingest.ics_parse import CalendarParse, parse_calendar
+from ingest.safe_files import NotRegularFile, TooLarge, path_text, read_capped
 from ingest.store import Quarantined, forgotten_hashes, write_quarantine
 from netaudit import __version__, db
 from netaudit.config import Config, Source
@@ -179,14 +180,18 @@ def _set_state(con: Connection, source: str, scope: str, *, etag: str | None = N
 # ------------------------------------------------------------------------------------------
 
 def calendar_files(path: Path) -> Iterator[Path]:
-    """The .ics items of a vdir (or the file itself), skipping temp and metadata files."""
-    if path.is_file():
+    """The .ics items of a vdir (or the path itself), skipping temp and metadata files.
+
+    Anything named *.ics that is not a folder is listed, FIFOs and devices too: reading
+    refuses them with a reason for the quarantine, instead of their vanishing unsaid.
+    """
+    if not path.is_dir():
         yield path
         return
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         name = entry.name
         if (name.startswith(".") or name in _IGNORED or not name.lower().endswith(".ics")
-                or not entry.is_file()):
+                or entry.is_dir()):
             continue
         yield Path(entry.path)
 
@@ -201,7 +206,11 @@ def sync_files(db_path: Path, cfg: Config, calendar: str, root: Path | list[Path
     """Bring a .ics file or a vdir up to date: changed files re-parsed, deleted ones removed.
 
     A file counts as changed when its (mtime_ns, inode, size) differs, which also catches
-    the write-to-temp-then-rename that editors and vdirsyncer do.
+    the write-to-temp-then-rename that editors and vdirsyncer do. Only regular files are
+    opened, and never more than the cap is read, whatever ``stat`` said (a symlink to
+    ``/dev/zero`` has size 0); a FIFO, socket or device is quarantined. A path is stored
+    (origin, sync state, quarantine) as ``path_text``: a name that is not UTF-8 keeps its
+    bytes as ``\\xNN``.
     """
     _, _, bucket = window(cfg)
     result = CalendarResult()
@@ -209,43 +218,46 @@ def sync_files(db_path: Path, cfg: Config, calendar: str, root: Path | list[Path
         known = dict(con.execute("SELECT scope, content_hash FROM sync_state WHERE source = ?",
                                  [calendar]).fetchall())
     seen: set[str] = set()
-    pending: list[tuple[str, str, CalendarParse | str]] = []
+    pending: list[tuple[str, str, CalendarParse | str]] = []  # a str: why it was not read
 
     def flush() -> None:
         """Write parsed files in one short transaction: one open per batch, not per file."""
         if not pending:
             return
-        too_big = [Quarantined(scope, p) for scope, _, p in pending if isinstance(p, str)]
+        refused = [Quarantined(scope, p) for scope, _, p in pending if isinstance(p, str)]
         parsed = [(scope, p) for scope, _, p in pending if not isinstance(p, str)]
         with db.writer(db_path) as con:
             con.execute("BEGIN TRANSACTION")
-            write_quarantine(con, calendar, too_big)
+            write_quarantine(con, calendar, refused)
             stored, problems = store_calendars(con, calendar, parsed,
                                                keep_summary=cfg.store_subjects)
             for scope, fingerprint, _ in pending:
                 _set_state(con, calendar, scope, content_hash=fingerprint)
             con.execute("COMMIT")
         result.occurrences += stored
-        result.problems += problems + len(too_big)
+        result.problems += problems + len(refused)
         result.files += len(pending)
         pending.clear()
 
     for path in calendar_files(root) if isinstance(root, Path) else root:
-        scope = str(path)
+        scope = path_text(path)
         seen.add(scope)
         try:
             fingerprint = _file_fingerprint(path, bucket)
             if known.get(scope) == fingerprint:
                 result.unchanged += 1
                 continue
-            if path.stat().st_size > MAX_CALENDAR_BYTES:
-                pending.append((scope, fingerprint, f"calendar file larger than "
-                                                    f"{MAX_CALENDAR_BYTES // 1_000_000} MB"))
-            else:
-                pending.append((scope, fingerprint, parse_for(cfg, path.read_bytes(), me)))
+            data = read_capped(path, MAX_CALENDAR_BYTES)
+        except NotRegularFile as exc:
+            pending.append((scope, fingerprint, exc.strerror or "not a regular file"))
+        except TooLarge:
+            pending.append((scope, fingerprint, f"calendar file larger than "
+                                                f"{MAX_CALENDAR_BYTES // 1_000_000} MB"))
         except OSError as exc:  # vanished between listing and reading: next run sees it
-            log.info("%s: skipped %s: %s", calendar, path, exc.strerror)
+            log.info("%s: skipped %s: %s", calendar, scope, exc.strerror)
             continue
+        else:
+            pending.append((scope, fingerprint, parse_for(cfg, data, me)))
         if len(pending) >= FILES_PER_BATCH:
             flush()
     flush()
@@ -392,7 +404,7 @@ def sync_calendar(cfg: Config, source: Source, me: frozenset[str]) -> str:
         return sync_feed(cfg.database, cfg, source.name, source["url"], me).summary()
     path = Path(source["path"])
     if not path.exists():
-        raise SourceError(f"{path} does not exist")
+        raise SourceError(f"{path_text(path)} does not exist")
     return sync_files(cfg.database, cfg, source.name, path, me).summary()
 
 

@@ -51,12 +51,13 @@ import heapq
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
+import dateutil.rrule
 import icalendar
 import recurring_ical_events
 import x_wr_timezone
@@ -71,6 +72,9 @@ __all__ = [
     "Problem",
     "parse_calendar",
 ]
+
+
+MAX_OCCURRENCES = 100_000  # per file, all series together (parse_calendar's default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,7 @@ def parse_calendar(
     max_bytes: int = 20_000_000,
     max_occurrences_per_series: int = 5000,
     max_seconds: float = 120.0,
+    max_occurrences: int = MAX_OCCURRENCES,
 ) -> CalendarParse:
     """Expand the events of an iCalendar file into my meeting occurrences in a window.
 
@@ -170,8 +175,11 @@ def parse_calendar(
     window is included). ``default_tz`` is the zone of floating times in a calendar without a
     valid X-WR-TIMEZONE. ``max_seconds`` (an addition) is a safety valve against rules that
     make dateutil search for centuries (``FREQ=DAILY;BYDAY=MO;BYSETPOS=2`` and other rules
-    with no instance): series not reached in time become Problems. One series can overrun
-    the limit by a few seconds, as dateutil cannot be interrupted.
+    with no instance): series not reached in time become Problems. The limit also stops a
+    single rule that dateutil walks for ever (see :func:`_guard`); what is left is icalendar
+    reading the text, which takes time in proportion to its size. ``max_occurrences`` (an
+    addition) bounds the whole file: a few hundred bytes of daily series would otherwise
+    make millions of occurrences.
     """
     if window_start.tzinfo is None or window_end.tzinfo is None:
         raise ValueError("window_start and window_end must be timezone-aware")
@@ -187,6 +195,8 @@ def parse_calendar(
         default_tz=fallback_tz,
         cap=max(1, max_occurrences_per_series),
         deadline=time.monotonic() + max_seconds,
+        total=max(1, max_occurrences),
+        left=[max(1, max_occurrences)],
     )
     try:
         return _parse(data, settings, max_bytes)
@@ -211,6 +221,8 @@ class _Settings:
     default_tz: tzinfo
     cap: int
     deadline: float
+    total: int  # occurrences the whole file may give
+    left: list[int]  # [what is left of total]: the one mutable part
 
 
 def _describe(exc: BaseException) -> str:
@@ -245,6 +257,266 @@ def _decode_line(line: bytes) -> str:
         with contextlib.suppress(UnicodeDecodeError):
             return line.decode(encoding)
     return line.decode("latin-1")
+
+
+# --------------------------------------------------------------------------------------
+# screening the text before icalendar builds objects from it
+# --------------------------------------------------------------------------------------
+
+MAX_RECURRENCE_VALUES = 1_000  # RDATE/EXDATE values and RRULE/EXRULE lines, per component
+MAX_FILE_RECURRENCE_VALUES = 20_000  # the same, per file
+MAX_TIME_ZONES = 100  # VTIMEZONEs per file
+MAX_ZONE_PARTS = 500  # STANDARD/DAYLIGHT parts per VTIMEZONE
+MAX_ZONE_CHANGES = 24  # instances of one VTIMEZONE rule in the two years from its DTSTART
+_ZONE_FREQS = frozenset({"YEARLY", "MONTHLY"})
+
+_FOLD = re.compile(r"\r?\n[ \t]")
+_SCREENED = re.compile(
+    r"^(BEGIN|END|UID|TZID|DTSTART|RRULE|EXRULE|RDATE|EXDATE)(?=[;:])([^\r\n]*)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_PARAMS = re.compile(r'(?:[^:"]|"[^"]*")*:')  # a property's parameters, up to the value
+_FREQ = re.compile(r"(?:^|;)\s*FREQ=([A-Z]+)", re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class _ZonePart:
+    """A STANDARD or DAYLIGHT part of a VTIMEZONE, as text."""
+
+    start: str = ""  # DTSTART value
+    rules: list[tuple[str, str]] = field(default_factory=list)  # ("RRULE", "FREQ=...")
+
+
+@dataclass(slots=True)
+class _Unit:
+    """A component directly inside a VCALENDAR (VEVENT, VTIMEZONE...), as text."""
+
+    name: str
+    start: int  # offset of its BEGIN line in the unfolded text
+    end: int = -1  # offset just after its END line
+    uid: str = ""
+    tzid: str = ""
+    values: int = 0  # RDATE/EXDATE values and RRULE/EXRULE lines, its parts included
+    parts: list[_ZonePart] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Screened:
+    text: str
+    problems: list[Problem]
+    failed_uids: set[str]
+
+
+def _value(rest: str) -> str:
+    """The value of a content line, given what follows its name (``;TZID=x:value``)."""
+    match = _PARAMS.match(rest)
+    return rest[match.end() :] if match else rest
+
+
+def _line_end(text: str, at: int) -> int:
+    """Past the line break at ``at``, if there is one."""
+    if text.startswith("\r\n", at):
+        return at + 2
+    return at + 1 if text.startswith("\n", at) else at
+
+
+def _units(text: str) -> Iterator[_Unit]:
+    """The components directly inside each VCALENDAR (or bare ones), with what the checks
+    need, in one pass over the lines that matter.
+
+    Nesting is followed the way :func:`_salvage` does (an END closes any unterminated
+    component inside it; an END without BEGIN is ignored), with a count per name so that
+    membership is O(1) and thousands of nested BEGINs cost no quadratic time.
+    """
+    stack: list[str] = []
+    open_names: dict[str, int] = {}
+    unit: _Unit | None = None
+    base = 0  # depth of units: 1 inside a VCALENDAR, 0 for a bare component
+    for match in _SCREENED.finditer(text):
+        name = match.group(1).upper()
+        rest = match.group(2)
+        if name == "BEGIN":
+            component = _value(rest).strip().upper()
+            if not stack:
+                base = 1 if component == "VCALENDAR" else 0
+            if len(stack) == base:
+                unit = _Unit(component, match.start())
+            elif unit is not None and unit.name == "VTIMEZONE" and len(stack) == base + 1:
+                unit.parts.append(_ZonePart())
+            stack.append(component)
+            open_names[component] = open_names.get(component, 0) + 1
+            continue
+        if name == "END":
+            component = _value(rest).strip().upper()
+            if not open_names.get(component):
+                continue
+            while True:
+                popped = stack.pop()
+                open_names[popped] -= 1
+                if unit is not None and len(stack) == base:
+                    # its own END line goes with it; an END that closes it unterminated stays
+                    unit.end = (
+                        _line_end(text, match.end()) if popped == component else (match.start())
+                    )
+                    yield unit
+                    unit = None
+                if popped == component:
+                    break
+            continue
+        if unit is None:
+            continue
+        depth = len(stack) - base  # 1: the unit's own lines; 2: a part's
+        if name in ("RDATE", "EXDATE"):
+            value = _value(rest)
+            unit.values += value.count(",") + 1 if value.strip() else 0
+        elif name in ("RRULE", "EXRULE"):
+            unit.values += 1
+            if depth == 2 and unit.parts:
+                unit.parts[-1].rules.append((name, _value(rest).strip()))
+        elif name == "UID" and depth == 1 and not unit.uid:
+            unit.uid = _value(rest).strip()
+        elif name == "TZID" and depth == 1 and unit.name == "VTIMEZONE":
+            unit.tzid = _value(rest).strip()
+        elif name == "DTSTART" and depth == 2 and unit.parts:
+            unit.parts[-1].start = _value(rest).strip()
+    if unit is not None:  # unterminated at the end of the text
+        unit.end = len(text)
+        yield unit
+
+
+def _screen(text: str, deadline: float) -> _Screened:
+    """Drop the components that would make icalendar or dateutil take unbounded memory or
+    time, before icalendar builds a single object.
+
+    * Too many RDATE/EXDATE values or RRULEs (one component, or the file): icalendar keeps
+      an object of some hundred bytes per value, and recurring-ical-events a copy of the
+      event per instance. An event goes with every component of its UID, so that no
+      override is applied to the wrong series; the UID becomes a failed one.
+    * A VTIMEZONE that would change its offset too often, see :func:`_zone_complaint`.
+      icalendar hands it to dateutil's ``tzical``, which expands and caches every
+      transition from DTSTART up to any date asked about (an 854-byte
+      ``FREQ=MINUTELY`` zone since 1900 grows past 6 GB); it is dropped whole, and times
+      given in it are then read as in a zone of that name known to the system, else as
+      floating times.
+
+    Returns the text unchanged when nothing is dropped, else without those components
+    (and unfolded).
+    """
+    unfolded = _FOLD.sub("", text)
+    units: list[_Unit] = []
+    refused: list[tuple[_Unit, str]] = []
+    values = zones = 0
+    for unit in _units(unfolded):
+        units.append(unit)
+        reason = None
+        if unit.values > MAX_RECURRENCE_VALUES:
+            reason = (
+                f"{unit.values} RDATE, EXDATE and RRULE values, more than {MAX_RECURRENCE_VALUES}"
+            )
+        elif unit.values and values + unit.values > MAX_FILE_RECURRENCE_VALUES:
+            reason = (
+                f"the calendar has more than {MAX_FILE_RECURRENCE_VALUES} RDATE, EXDATE "
+                "and RRULE values"
+            )
+        elif unit.name == "VTIMEZONE":
+            zones += 1
+            if zones > MAX_TIME_ZONES:
+                reason = f"the calendar has more than {MAX_TIME_ZONES} VTIMEZONEs"
+            else:
+                reason = _zone_complaint(unit.parts, deadline)
+        if reason is None:
+            values += unit.values
+        else:
+            refused.append((unit, reason))
+    if not refused:
+        return _Screened(text, [], set())
+
+    problems: list[Problem] = []
+    failed: set[str] = set()
+    line, at = 1, 0
+    for unit, reason in refused:
+        line, at = line + unfolded.count("\n", at, unit.start), unit.start
+        uid = _unescape(unit.uid) if unit.uid else ""
+        if unit.name == "VTIMEZONE":
+            problems.append(Problem("calendar", f"VTIMEZONE {unit.tzid!r} ignored: {reason}"))
+        elif unit.name == "VEVENT" and uid:
+            problems.append(Problem(f"UID {uid}", f"not read: {reason}"))
+            failed.add(uid)
+        else:
+            problems.append(Problem(f"{unit.name} at line {line}", f"not read: {reason}"))
+    dropped = {id(unit) for unit, _ in refused}
+    kept: list[str] = []
+    at = 0
+    for unit in units:
+        if id(unit) in dropped or (
+            unit.name == "VEVENT" and unit.uid and _unescape(unit.uid) in failed
+        ):
+            kept.append(unfolded[at : unit.start])
+            at = unit.end
+    kept.append(unfolded[at:])
+    return _Screened("".join(kept), problems, failed)
+
+
+def _unescape(uid: str) -> str:
+    """A UID as :func:`_uid_of` reads it (``\\,`` is a comma), so failed UIDs match."""
+    if "\\" in uid:
+        with contextlib.suppress(Exception):
+            return str(
+                icalendar.Event.from_ical(f"BEGIN:VEVENT\r\nUID:{uid}\r\nEND:VEVENT\r\n").uid
+            ).strip()
+    return uid.strip()
+
+
+def _zone_complaint(parts: list[_ZonePart], deadline: float) -> str | None:
+    """Why a VTIMEZONE must not reach dateutil's ``tzical``, or None.
+
+    Real zones change their offset once or twice a year, by ``FREQ=YEARLY`` rules (or a
+    list of RDATEs, counted with the other recurrence values). A rule of another FREQ, or
+    one with more than :data:`MAX_ZONE_CHANGES` instances in the two years from its
+    DTSTART, would make ``tzical`` cache that many transitions a year up to every date
+    asked about. MONTHLY is allowed, as it cannot be denser than twelve a year.
+    """
+    if len(parts) > MAX_ZONE_PARTS:
+        return f"{len(parts)} STANDARD/DAYLIGHT parts, more than {MAX_ZONE_PARTS}"
+    for part in parts:
+        for kind, rule in part.rules:
+            freq = _FREQ.search(rule)
+            if freq is not None and freq.group(1).upper() not in _ZONE_FREQS:
+                return f"{kind} FREQ={freq.group(1).upper()} is not a time-zone rule"
+            changes = _zone_changes(part.start, rule, deadline)
+            if changes is None:
+                return f"time limit reached while checking its {kind}"
+            if changes > MAX_ZONE_CHANGES:
+                return (
+                    f"{kind} {rule[:60]} changes the offset more than {MAX_ZONE_CHANGES} "
+                    "times in two years"
+                )
+    return None
+
+
+def _zone_changes(start_text: str, rule: str, deadline: float) -> int | None:
+    """Instances of a VTIMEZONE rule in the two years from its DTSTART (stopping one past
+    :data:`MAX_ZONE_CHANGES`); 0 when dateutil cannot read it (icalendar then reports it);
+    None when the deadline passed."""
+    try:
+        start = datetime.strptime(start_text.strip()[:15], "%Y%m%dT%H%M%S")
+        parsed = rrulestr(rule, dtstart=start, ignoretz=True, cache=False)
+    except Exception:
+        return 0
+    end = _add_years(start, 2)
+    count = 0
+    try:
+        for instant in _guard(parsed, _Stop(end, deadline)):
+            if instant >= end or count > MAX_ZONE_CHANGES:
+                break
+            count += 1
+    except _PastHorizon:
+        pass
+    except _OutOfTime:
+        return None
+    except Exception:
+        return 0
+    return count
 
 
 def _load(text: str) -> tuple[list[icalendar.Calendar], list[Problem]]:
@@ -395,11 +667,13 @@ def _parse(data: bytes, settings: _Settings, max_bytes: int) -> CalendarParse:
     if len(data) > max_bytes:
         reason = f"calendar is {len(data)} bytes, more than the limit of {max_bytes}"
         return CalendarParse((), (Problem("calendar", reason),), frozenset())
-    calendars, problems = _load(_decode(bytes(data)))
+    screened = _screen(_decode(bytes(data)), settings.deadline)
+    calendars, problems = _load(screened.text)
+    problems[:0] = screened.problems
 
     occurrences: dict[str, Occurrence] = {}
-    uids: set[str] = set()
-    failed: set[str] = set()
+    uids: set[str] = set(screened.failed_uids)
+    failed: set[str] = set(screened.failed_uids)
     cancelled_uids: set[str] = set()
     cancelled_keys: set[str] = set()
     for calendar in calendars:
@@ -473,11 +747,17 @@ def _parse_one(calendar: icalendar.Calendar, settings: _Settings) -> _CalendarRe
 
     result.uids.update(groups)
     for uid, events in groups.items():
+        reason = None
         if time.monotonic() > settings.deadline:
-            result.problems.append(Problem(f"UID {uid}", "not expanded: time limit reached"))
+            reason = "not expanded: time limit reached"
+        elif settings.left[0] <= 0:
+            reason = f"not expanded: the calendar has more than {settings.total} occurrences"
+        if reason is not None:
+            result.problems.append(Problem(f"UID {uid}", reason))
             result.failed_uids.add(uid)
             continue
         occurrences, problems = _expand_series(uid, events, zone, settings)
+        settings.left[0] -= len(occurrences)
         result.occurrences.extend(occurrences)
         result.problems.extend(problems)
         if problems:
@@ -646,9 +926,10 @@ class _TooDense(Exception):
 def _expand_series(
     uid: str, events: list[icalendar.Event], zone: tzinfo, settings: _Settings
 ) -> tuple[list[Occurrence], list[Problem]]:
-    """Expand one UID in the window, under the per-series cap."""
+    """Expand one UID in the window, under the per-series cap and what the file has left."""
     where = f"UID {uid}"
     problems: list[Problem] = []
+    cap = min(settings.cap, settings.left[0])
     for event in events:
         complaint = _start_complaint(event) or _rule_complaint(event)
         if complaint is not None:
@@ -667,7 +948,7 @@ def _expand_series(
     master = _master(events)
     try:
         stop = settings.window_end
-        cutoff = _rule_cutoff(master, settings) if master is not None else None
+        cutoff = _rule_cutoff(master, settings, cap) if master is not None else None
         if cutoff is not None:
             stop = min(stop, cutoff)
         calendar = icalendar.Calendar()
@@ -692,16 +973,15 @@ def _expand_series(
             continue
         if occurrence is not None:
             occurrences.append(occurrence)
-    if cutoff is not None or len(components) > settings.cap:
+    if cutoff is not None or len(components) > cap:
         occurrences.sort(key=_sort_key)
-        occurrences = occurrences[: settings.cap]
-        problems.append(
-            Problem(
-                where,
-                f"more than {settings.cap} occurrences in the window; "
-                f"kept the first {len(occurrences)}",
-            )
+        occurrences = occurrences[:cap]
+        limit = (
+            f"more than {settings.cap} occurrences in the window"
+            if cap == settings.cap
+            else f"the calendar has more than {settings.total} occurrences"
         )
+        problems.append(Problem(where, f"{limit}; kept the first {len(occurrences)}"))
     return occurrences, problems
 
 
@@ -779,7 +1059,7 @@ def _master(events: list[icalendar.Event]) -> icalendar.Event | None:
     return max(masters, key=sequence)
 
 
-def _rule_cutoff(master: icalendar.Event, settings: _Settings) -> datetime | None:
+def _rule_cutoff(master: icalendar.Event, settings: _Settings, cap: int) -> datetime | None:
     """Where to stop expanding so a series yields at most about ``cap`` occurrences.
 
     dateutil's ``rrule.between`` (used by recurring-ical-events) builds a list of every
@@ -787,7 +1067,9 @@ def _rule_cutoff(master: icalendar.Event, settings: _Settings) -> datetime | Non
     Here the rules are walked lazily instead, counting instances up to the window's end.
     Returns None when the window holds at most ``cap`` instances, else the start of the
     first instance beyond the cap. Raises :class:`_TooDense` when even counting exceeds the
-    budget (a dense rule starting long before the window).
+    budget (a dense rule starting long before the window), and when a rule has no instance
+    for :data:`_GAP` after the window: dateutil would then search up to the year 9999 in
+    the library's turn (``FREQ=HOURLY;BYSETPOS=2``: minutes that no deadline can stop).
     """
     # An empty "RRULE:" means no rule, as recurring-ical-events reads it.
     rules = [rule for rule in _as_list(master.get("RRULE")) if rule]
@@ -804,21 +1086,31 @@ def _rule_cutoff(master: icalendar.Event, settings: _Settings) -> datetime | Non
     low = _naive_clamped(settings.window_start, zone, -(margin + longest))
     high = _naive_clamped(settings.window_end, zone, margin)
 
-    iterators = [_rule_instances(rule, naive_start, zone, high) for rule in rules]
+    stop = _Stop(_add_years(max(high, naive_start), _GAP_YEARS), settings.deadline)
+    iterators = [_rule_instances(rule, naive_start, zone, high, stop) for rule in rules]
     budget = settings.cap * 100
     scanned = 0
     inside = 0
-    for instant in heapq.merge(*iterators):
-        scanned += 1
-        if scanned > budget:
-            raise _TooDense(f"its RRULE has more than {budget} instances before the window ends")
-        if scanned % 1000 == 0 and time.monotonic() > settings.deadline:
-            raise _TooDense("time limit reached while counting its RRULE")
-        if instant < low:
-            continue
-        inside += 1
-        if inside > settings.cap:
-            return instant.replace(tzinfo=zone or UTC).astimezone(UTC)
+    try:
+        for instant in heapq.merge(*iterators):
+            scanned += 1
+            if scanned > budget:
+                raise _TooDense(
+                    f"its RRULE has more than {budget} instances before the window ends"
+                )
+            if scanned % 1000 == 0 and time.monotonic() > settings.deadline:
+                raise _OutOfTime
+            if instant < low:
+                continue
+            inside += 1
+            if inside > cap:
+                return instant.replace(tzinfo=zone or UTC).astimezone(UTC)
+    except _PastHorizon:
+        raise _TooDense(
+            f"its RRULE has no instance between the end of the window and {stop.horizon.year}"
+        ) from None
+    except _OutOfTime:
+        raise _TooDense("time limit reached while counting its RRULE") from None
     return None
 
 
@@ -837,14 +1129,88 @@ def _naive_clamped(value: datetime, zone: tzinfo | None, shift: timedelta) -> da
     return _naive(value.astimezone(zone) if zone is not None else value.astimezone(UTC), None)
 
 
+# --------------------------------------------------------------------------------------
+# bounding dateutil's own search
+# --------------------------------------------------------------------------------------
+
+_GAP_YEARS = 30  # a rule with no instance for this long after the window is refused
+_GAP = f"{_GAP_YEARS} years"
+
+
+class _Bounded(Exception):
+    """Raised from inside dateutil's iteration of a rule that :func:`_guard` marked."""
+
+
+class _PastHorizon(_Bounded):
+    """The search went past the date given: the rule has no instance up to there."""
+
+
+class _OutOfTime(_Bounded):
+    """The deadline passed while dateutil was still searching."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    horizon: datetime
+    deadline: float
+
+
+_STOP = "_netaudit_stop"
+
+
+def _guard(rule: Any, stop: _Stop) -> Any:
+    """Make dateutil give up on ``rule`` past ``stop.horizon`` or ``stop.deadline``.
+
+    dateutil ends a search only at an instance past UNTIL, after COUNT, or in the year
+    9999: a rule that has no next instance (``FREQ=HOURLY;BYSETPOS=2``, an ended COUNT whose
+    pattern never matches again) is walked period by period to the year 9999, which no
+    check between calls can stop. Its loop calls ``_iterinfo.rebuild`` at least once a
+    month of the search; :class:`_GuardedIterinfo` checks there. Only rules marked here
+    (our own, never cached) are checked: icalendar's time zones and recurring-ical-events
+    keep cached rules that an exception would leave locked.
+    """
+    for one in getattr(rule, "_rrule", None) or [rule]:  # an rruleset's rules, or the rule
+        setattr(one, _STOP, stop)
+    return rule
+
+
+_ITERINFO: Any = getattr(dateutil.rrule, "_iterinfo", None)
+
+
+if _ITERINFO is not None and not getattr(_ITERINFO, "netaudit_guard", False):
+
+    class _GuardedIterinfo(_ITERINFO):  # type: ignore[misc,valid-type]
+        """dateutil's per-period helper, stopping the walk of a rule :func:`_guard` marked."""
+
+        netaudit_guard = True
+
+        def rebuild(self, year: int, month: int) -> None:
+            stop = getattr(self.rrule, _STOP, None)
+            if stop is not None:
+                if (year, month) > (stop.horizon.year, stop.horizon.month):
+                    raise _PastHorizon
+                if time.monotonic() > stop.deadline:
+                    raise _OutOfTime
+            super().rebuild(year, month)
+
+    dateutil.rrule._iterinfo = _GuardedIterinfo  # type: ignore[attr-defined]
+
+
+def _add_years(value: datetime, years: int) -> datetime:
+    """The month ``years`` after ``value`` (all :class:`_Stop` looks at), at most 9999-12."""
+    year = value.year + years
+    return datetime(year, value.month, 1) if year <= 9999 else datetime(9999, 12, 1)
+
+
 _UNTIL = re.compile(r"(^|;)UNTIL=[^;]*", re.IGNORECASE)
 _NEGATIVE_COUNT = re.compile(r"COUNT=-\d+;?", re.IGNORECASE)
 
 
 def _rule_instances(
-    rule: object, naive_start: datetime, zone: tzinfo | None, high: datetime
+    rule: object, naive_start: datetime, zone: tzinfo | None, high: datetime, stop: _Stop
 ) -> Iterator[datetime]:
-    """Lazily yield the naive instants of one RRULE up to ``high`` (and its UNTIL)."""
+    """Lazily yield the naive instants of one RRULE up to ``high`` (and its UNTIL); dateutil
+    stops at ``stop`` (see :func:`_guard`)."""
     text = _NEGATIVE_COUNT.sub(
         "", _rule_text(rule)
     )  # as recurring-ical-events does (its issue 128)
@@ -858,7 +1224,7 @@ def _rule_instances(
             until_naive = datetime(until.year, until.month, until.day) + timedelta(days=1)
         limit = min(limit, until_naive)
     text = _UNTIL.sub("", text).lstrip(";")
-    for instant in rrulestr(text, dtstart=naive_start, cache=False):
+    for instant in _guard(rrulestr(text, dtstart=naive_start, cache=False), stop):
         if instant > limit:
             return
         yield instant
