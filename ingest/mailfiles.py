@@ -16,7 +16,7 @@ import datetime as dt
 import mmap
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
@@ -109,6 +109,11 @@ def read_message_file(path: Path) -> RawMessage:
                       path)
 
 
+# A mail file up to this size is read at once; a larger one is mapped. Reading 8 KiB costs
+# less than mapping it (about 8 µs per file, a quarter of reading a message's header).
+READ_WHOLE_BYTES = 1 << 20
+
+
 def read_mail_file(path: Path, limit: int = MAX_HEADER_BYTES) -> Iterator[RawMessage]:
     """A mail file outside a Maildir: normally one message.
 
@@ -117,22 +122,29 @@ def read_mail_file(path: Path, limit: int = MAX_HEADER_BYTES) -> Iterator[RawMes
     and every message is read; when messages start with bare header blocks, they were joined
     without separators: the first is read and ``Glued`` is raised after it, to be reported.
     """
-    glued = 0
     with open_regular(path) as fh:
         st = os.fstat(fh.fileno())
-        header = _read_header(fh, limit)
-        start = len(_BOM) if header.startswith(_BOM) else 0
-        if st.st_size > len(header):  # there is a body to look past
+        if st.st_size <= READ_WHOLE_BYTES:
+            glued = yield from _mail_file(fh.read(READ_WHOLE_BYTES), path, st, limit)
+        else:
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                kind, count = file_layout(buf, start, limit)
-                if kind == "mbox":
-                    yield from _split(buf, path, start, limit, first_has_from_line=False)
-                    return
-                glued = count if kind == "glued" else 0
-    yield RawMessage(path_text(path), header[start:], st.st_size,
-                     (("file_mtime", _mtime(st)),), path)
+                glued = yield from _mail_file(buf, path, st, limit)
     if glued:
         raise Glued(glued)
+
+
+def _mail_file(buf: mmap.mmap | bytes, path: Path, st: os.stat_result,
+               limit: int) -> Generator[RawMessage, None, int]:
+    """The messages of ``read_mail_file``; returns how many were glued (0 if not glued)."""
+    start = len(_BOM) if buf[:len(_BOM)] == _BOM else 0
+    head_end = _header_end(buf, start, limit)
+    kind, count = file_layout(buf, start, limit) if head_end < len(buf) else ("one", 1)
+    if kind == "mbox":
+        yield from _split(buf, path, start, limit, first_has_from_line=False)
+        return 0
+    yield RawMessage(path_text(path), bytes(buf[start:head_end]), st.st_size,
+                     (("file_mtime", _mtime(st)),), path)
+    return count if kind == "glued" else 0
 
 
 MAX_MESSAGE_BYTES = 1_000_000
@@ -261,7 +273,7 @@ def iter_mbox(path: Path, limit: int = MAX_HEADER_BYTES) -> Iterator[RawMessage]
             yield from _split(buf, path, pos, limit)
 
 
-def _split(buf: mmap.mmap, path: Path, pos: int, limit: int,
+def _split(buf: mmap.mmap | bytes, path: Path, pos: int, limit: int,
            first_has_from_line: bool = True) -> Iterator[RawMessage]:
     """The messages from ``pos`` on; the first one starts with its header when it has no
     From_ line (an mbox cut at its start, or one message written before an mbox)."""
