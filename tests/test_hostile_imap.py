@@ -119,7 +119,7 @@ class Misbehaviour:
     # literal, flood, fetch-flood (well-formed FETCH data for UIDs never asked for),
     # long-line (a line that never ends), long-number (an EXISTS of 5,000 digits, then the
     # proper answer), continuations (endless "+" in answer to AUTHENTICATE) or unsolicited
-    # (60,000 EXISTS before each proper answer)
+    # (60,000 EXISTS before each proper answer), big-lines (900 KB lines for ever)
     attack: str
     times: int = 1_000_000  # connections to misbehave on; later ones behave
 
@@ -221,6 +221,8 @@ class HostileIMAP:
             block = b"a" * 65536
         elif attack == "flood":
             block = b"".join(FLOODS[stage] % i for i in range(1, 2000))
+        elif attack == "big-lines":  # each line just under the line bound
+            block = b'* LIST () "/" ' + b"a" * 900_000 + b"\r\n"
         elif attack == "continuations":  # "+" for ever: the client answers each one
             reader = conn.makefile("rb")
             threading.Thread(target=lambda: all(iter(lambda: reader.read(65536), b"")),
@@ -331,6 +333,8 @@ def expected_line(server: HostileIMAP, attack: str, stage: str) -> str:
             "completing it; refusing"
     elif attack == "long-line":
         problem = "the server sent a line longer than 1,000,000 bytes; refusing"
+    elif attack == "big-lines":
+        problem = f"the server sent more than 64 MiB in answer to {command}; refusing"
     else:
         problem = "the server sent a number of more than 1,000 digits; refusing"
     return f"hostile: failed: {where}: {problem}"
@@ -338,7 +342,8 @@ def expected_line(server: HostileIMAP, attack: str, stage: str) -> str:
 
 STAGES = ["greeting", "CAPABILITY", "LOGIN", "STATUS", "LIST", "EXAMINE", "UID FETCH"]
 CASES = [*((stage, "literal") for stage in STAGES), *((stage, "flood") for stage in STAGES),
-         ("UID FETCH", "fetch-flood"), ("LIST", "long-line"), ("EXAMINE", "long-number")]
+         ("UID FETCH", "fetch-flood"), ("LIST", "long-line"), ("EXAMINE", "long-number"),
+         ("LIST", "big-lines")]
 
 
 @pytest.mark.parametrize(("stage", "attack"), CASES)
