@@ -59,6 +59,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     and whom you newly connected. Nothing leaves this machine.
     """
     logs.setup(verbose)
+    db.set_wait_notice(lambda text: click.echo(text, err=True))
     ctx.obj = App(config_path)
 
 
@@ -463,21 +464,7 @@ def people_forget(app: App, address: str, yes: bool) -> None:
                 f"({text}), so deleted rows may still be readable in it; run `netaudit "
                 f"people forget {address}` again once that is fixed") from None
     backups = privacy.drop_backups(cfg.database, forgotten)
-    rows = sum(done.deleted.values())
-    cleared = sum(done.cleared.values())
-    click.echo(f"Forgot {len(done.addresses)} address{'es' if len(done.addresses) > 1 else ''}"
-               f": {', '.join(done.addresses)}.")
-    click.echo(f"Deleted {rows:,} rows and cleared {cleared:,} subjects and ids about them; "
-               f"rewrote {rewritten.path} so that no deleted row can be read back "
-               f"({rewritten.bytes_before:,} -> {rewritten.bytes_after:,} bytes).")
-    if backups.removed:
-        click.echo(f"Removed {len(backups.removed)} backup files that held them: "
-                   + ", ".join(p.name for p in backups.removed) + ".")
-    if backups.kept:
-        click.echo(f"Kept {len(backups.kept)} backups that never held them: "
-                   + ", ".join(p.name for p in backups.kept) + ".")
-    click.echo("They will not be stored again: mail from these addresses is skipped, and "
-               "they are left out of the mail and meetings of others.")
+    click.echo(people_mod.forget_report(done, rewritten, backups))
 
 
 @cli.command()
