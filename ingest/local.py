@@ -88,9 +88,10 @@ def _sniff(path: Path) -> bytes:
 def classify(path: Path, explicit: bool) -> Input | None:
     """What a path holds. Files named on the command line are always tried as mail.
 
-    A ``.eml`` file is one message even when it starts with a From_ line: an attached
-    mbox inside it must not split it. A path that cannot be read, or that is a FIFO, socket
-    or device, is "unusable"; this never raises and never blocks.
+    A ``.eml`` file is not taken for an mbox even when it starts with a From_ line: an mbox
+    attached inside it must not split it. Reading any message file looks past its MIME
+    structure for more messages (``mailfiles.read_mail_file``). A path that cannot be read,
+    or that is a FIFO, socket or device, is "unusable"; this never raises and never blocks.
     """
     try:
         if path.is_dir():

@@ -139,8 +139,8 @@ def _mail_file(buf: mmap.mmap | bytes, path: Path, st: os.stat_result,
     start = len(_BOM) if buf[:len(_BOM)] == _BOM else 0
     head_end = _header_end(buf, start, limit)
     kind, count = file_layout(buf, start, limit) if head_end < len(buf) else ("one", 1)
-    if kind == "mbox":
-        yield from _split(buf, path, start, limit, first_has_from_line=False)
+    if kind == "mbox":  # the first message has a From_ line only in a .eml named mbox
+        yield from _split(buf, path, start, limit, buf[start:start + 5] == b"From ")
         return 0
     yield RawMessage(path_text(path), bytes(buf[start:head_end]), st.st_size,
                      (("file_mtime", _mtime(st)),), path)

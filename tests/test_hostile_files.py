@@ -571,8 +571,8 @@ def _corpus_messages() -> Iterator[tuple[str, bytes]]:
         if not path.is_file() or path.suffix in (".json", ".ics", ".md"):
             continue
         data = path.read_bytes()
-        if not mailfiles.looks_like_mbox(data[:4096]):
-            yield str(path.relative_to(root)), data
+        if path.suffix == ".eml" or not mailfiles.looks_like_mbox(data[:4096]):
+            yield str(path.relative_to(root)), data  # a .eml is one file, From_ line or not
             continue
         for m in mailfiles.iter_mbox(path):
             assert m.offset is not None and m.size is not None
@@ -581,14 +581,19 @@ def _corpus_messages() -> Iterator[tuple[str, bytes]]:
 
 
 def test_no_real_message_looks_like_several() -> None:
-    """4,787 real messages, bounces and inline forwards among them, are each one message (four
-    Enron messages forward another with its whole header: see GLUED_MIN)."""
+    """Every real message, bounces and inline forwards among them, is one message (four Enron
+    messages forward another with its whole header: see GLUED_MIN), and notmuch's message
+    with an mbox attached (unescaped From_ lines in a MIME part) is not an mbox."""
     checked = 0
     for name, data in _corpus_messages():
         start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
         assert mailfiles.file_layout(data, start) == ("one", 1), name
         checked += 1
-    assert checked == 4787
+    assert checked == 4786
+    attached = data_path("email-fixtures", "notmuch-corpora", "insert", "mbox-attachment.eml")
+    assert len(list(mailfiles.iter_mbox(attached))) == 2  # split if it were read as an mbox
+    [message] = mailfiles.read_mail_file(attached)
+    assert message.size == attached.stat().st_size
 
 
 @pytest.mark.parametrize(("joiner", "count"), [(b"", 50), (b"\n", 50), (b"\n\n", 50)])
