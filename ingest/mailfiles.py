@@ -125,7 +125,8 @@ def read_mail_file(path: Path, limit: int = MAX_HEADER_BYTES) -> Iterator[RawMes
     with open_regular(path) as fh:
         st = os.fstat(fh.fileno())
         if st.st_size <= READ_WHOLE_BYTES:
-            glued = yield from _mail_file(fh.read(READ_WHOLE_BYTES), path, st, limit)
+            # The size stat gave, not the cap: read(n) sets aside n bytes first.
+            glued = yield from _mail_file(fh.read(st.st_size), path, st, limit)
         else:
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 glued = yield from _mail_file(buf, path, st, limit)
