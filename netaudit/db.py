@@ -57,10 +57,27 @@ def lock_holder(exc: Exception) -> str:
     return f"{exe} (PID {m['pid']})"
 
 
+# DuckDB's defaults are sized for a server: a buffer pool of 80 % of the machine's memory and a
+# thread per core, each with buffers of its own. netaudit runs beside everything else a person
+# has open, so every connection gets a fixed budget; queries past it spill to disk beside the
+# file (a writer's temp directory; a reader's default). At 1,000,000 messages `report` peaked
+# at 535 MiB with the defaults (docs/benchmarks.md, "A ten-year mailbox").
+MEMORY_LIMIT = "128MB"
+THREADS = 2
+
+
+def settings() -> dict[str, str | int]:
+    """The DuckDB budget of every connection ($NETAUDIT_MEMORY_LIMIT, e.g. "512MB", raises it
+    for a big one-off query; $NETAUDIT_THREADS the threads)."""
+    threads = os.environ.get("NETAUDIT_THREADS", "")
+    return {"memory_limit": os.environ.get("NETAUDIT_MEMORY_LIMIT") or MEMORY_LIMIT,
+            "threads": int(threads) if threads.isdigit() and int(threads) > 0 else THREADS}
+
+
 def connect_bare(path: Path) -> Connection:
     """DuckDB's own read-only connect: no waiting, no migration, for a file that may be
     damaged."""
-    return duckdb.connect(str(path), read_only=True)
+    return duckdb.connect(str(path), read_only=True, config=settings())
 
 
 # Rows per row group of what netaudit writes. A checkpoint (every close after a write) rewrites
@@ -75,7 +92,7 @@ def _connect_writer(path: Path) -> Connection:
     """The file attached with ROW_GROUP_ROWS, which only ATTACH can set, under the name a plain
     connect gives it (the file's stem), so that SQL reads the same through either. Spilled
     data goes beside the file, as with a plain connect, not into the working directory."""
-    con = duckdb.connect(config={"temp_directory": f"{path.absolute()}.tmp"})
+    con = duckdb.connect(config={"temp_directory": f"{path.absolute()}.tmp", **settings()})
     try:
         con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' "
                     f"(ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
@@ -89,7 +106,7 @@ def _connect_writer(path: Path) -> Connection:
         # A stem that names one of DuckDB's own catalogs ("memory", "system", "temp"):
         # such a file is written with the default row groups.
         con.close()
-        return duckdb.connect(str(path))
+        return duckdb.connect(str(path), config=settings())
     except BaseException:
         con.close()
         raise
@@ -126,7 +143,7 @@ def _open(path: Path, read_only: bool, wait: float,
     while True:
         try:
             if read_only:  # readers never checkpoint: the row group size is a writer's
-                return duckdb.connect(str(path), read_only=True)
+                return duckdb.connect(str(path), read_only=True, config=settings())
             return _connect_writer(path)
         except duckdb.Error as exc:
             if not _is_lock_error(exc):
