@@ -234,13 +234,13 @@ def raw_messages(item: Input) -> Iterator[RawMessage | Quarantined]:
 def check_source_path(kind: str, path: Path) -> None:
     """A [[maildir]] or [[mbox]] source's own path must exist and be readable: otherwise the
     source fails (and says why), rather than quarantining its whole self."""
-    if not path.exists():
-        raise SourceError(f"{path_text(path)} does not exist")
-    if kind == "maildir" and not path.is_dir():
-        raise SourceError(f"{path_text(path)} is not a directory")
-    if kind == "mbox" and not path.is_file():
-        raise SourceError(f"{path_text(path)} is not a file")
     try:
+        if not path.exists():
+            raise SourceError(f"{path_text(path)} does not exist")
+        if kind == "maildir" and not path.is_dir():
+            raise SourceError(f"{path_text(path)} is not a directory")
+        if kind == "mbox" and not path.is_file():
+            raise SourceError(f"{path_text(path)} is not a file")
         if kind == "maildir":
             with os.scandir(path):
                 pass

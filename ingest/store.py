@@ -261,6 +261,13 @@ def remember_me(con: Connection, addresses: Iterable[str], origin: str) -> int:
     return len(new)
 
 
+def _storable(text: str) -> str:
+    try:
+        return path_text(text)
+    except UnicodeEncodeError:  # a surrogate no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def record_source(con: Connection, name: str, kind: str, *, error: str | None = None,
                   summary: str | None = None) -> None:
     """Remember how a source's last run went, for `netaudit status`.
@@ -268,8 +275,8 @@ def record_source(con: Connection, name: str, kind: str, *, error: str | None = 
     Either text may hold a file name Python decoded with surrogates, which DuckDB refuses:
     it is stored escaped rather than losing the whole record.
     """
-    error = None if error is None else path_text(error)
-    summary = None if summary is None else path_text(summary)
+    error = None if error is None else _storable(error)
+    summary = None if summary is None else _storable(summary)
     now = dt.datetime.now(dt.UTC)
     exists = con.execute("SELECT count(*) FROM sources WHERE name = ?", [name]).fetchone()
     if not exists or not exists[0]:
