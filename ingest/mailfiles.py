@@ -407,17 +407,25 @@ def _body_after_parts(buf: mmap.mmap | bytes, pos: int,
 def _next_start(buf: mmap.mmap | bytes, search: int,
                 quoted: int) -> tuple[int, bool] | None:
     """The first line from ``search`` on that starts another message: (offset, whether it is
-    a From_ line); the first ``quoted`` bare header blocks are passed over."""
+    a From_ line); the first ``quoted`` bare header blocks are passed over.
+
+    Each run of header lines is looked at once, however many Message-ID lines it holds, and
+    looking back for its start stops where the last run ended: linear in the file.
+    """
+    done = search + 1  # lines before this were looked at
     for m in _NEXT_START.finditer(buf, search):
         line = m.start() + 1
+        if line < done:
+            continue
         if buf[line:line + 5] == b"From ":
             if _is_separator(buf, line) and _from_line_date(_line(buf, line)) is not None:
                 return line, True
             continue
-        first = _run_start(buf, line, search + 1)
+        first = _run_start(buf, line, done)
         run = _FIELD_RUN.match(buf, first, min(len(buf), first + 16384))
         if run is None or run.end() <= line:
             continue
+        done = run.end()
         fields = bytes(buf[first:run.end()])
         if _FROM_FIELD.search(fields) and _DATE_FIELD.search(fields):
             if quoted == 0:

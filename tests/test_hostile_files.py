@@ -601,3 +601,25 @@ def test_joined_real_messages_are_counted(joiner: bytes, count: int) -> None:
     assert mailfiles.file_layout(joiner.join(lkml(50))) == ("glued", count)
     assert mailfiles.file_layout(joiner.join(m.rstrip(b"\n") + b"\n" for m in enron(50))) \
         == ("glued", count)
+
+
+@pytest.mark.parametrize(("shape", "first_line"), [
+    # One message, then 16 MiB of Message-ID lines: each is a possible start of a message.
+    (b"From: a@x.example\nDate: Mon, 1 Jan 2001 00:00:00 +0000\n\nbody\n"
+     + b"Message-ID: <x@x.example>\n" * 600_000,
+     "Imported 1 messages: 1 new, 0 already stored, 0 quarantined."),
+    # 100,001 tiny messages joined.
+    (b"From: a@x.example\nDate: Mon, 1 Jan 2001 00:00:00 +0000\nMessage-ID: <0@x>\n\nb\n"
+     + b"".join(b"Message-ID: <%d@x>\nFrom: b@x.example\nDate: Mon, 1 Jan 2001 00:00:00 +0000"
+                b"\n\nb\n" % i for i in range(1, 100_001)),
+     "Imported 2 messages: 1 new, 0 already stored, 1 quarantined."),
+], ids=["message-id lines", "joined tiny messages"])
+def test_looking_for_joined_messages_is_linear(run: Run, tmp_path: Path, shape: bytes,
+                                               first_line: str) -> None:
+    """Before the look-back stopped at the last run of header lines, the first shape took
+    5.6 s for 256 KB (quadratic: hours for this one); the timeout only detects a hang."""
+    path = tmp_path / "big.txt"
+    path.write_bytes(shape)
+    proc = run("--config", str(config(tmp_path)), "import", str(path), timeout=HANG)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == first_line
