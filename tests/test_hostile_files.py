@@ -11,6 +11,7 @@ netaudit as ``nobody`` (``setpriv``), as root ignores modes.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -27,6 +28,8 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingest import local, mailfiles
 from ingest.safe_files import NotRegularFile
@@ -623,3 +626,48 @@ def test_looking_for_joined_messages_is_linear(run: Run, tmp_path: Path, shape: 
     proc = run("--config", str(config(tmp_path)), "import", str(path), timeout=HANG)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == first_line
+
+
+# Pieces of real files and of the shapes the layout looks for, in any order.
+PIECES = [
+    b"From sender@example.org Mon Jan  1 00:00:00 2001\n", b"From here on\n", b"\n", b"\r\n",
+    b"Message-ID: <a@x>\n", b"From: b@x.example\n", b"Date: Mon, 1 Jan 2001 00:00:00 +0000\n",
+    b"Content-Type: multipart/mixed; boundary=b\n", b"--b\n", b"--b--\n",
+    b"Content-Type: message/rfc822\n", b"Subject: failure notice\n", b" folded\n",
+    b"body text\n", b"\xef\xbb\xbf", b"\xff\x00",
+]
+
+
+@st.composite
+def mail_file(draw: st.DrawFn) -> bytes:
+    real = draw(st.sampled_from(lkml(3) + enron(3)))
+    pieces = draw(st.lists(st.sampled_from([*PIECES, real]), max_size=30))
+    return draw(st.sampled_from([real, b"", b"Message-ID: <0@x>\n"])) + b"".join(pieces)
+
+
+@settings(deadline=None, max_examples=200,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=mail_file())
+def test_a_mail_file_is_read_whole_and_in_order(tmp_path: Path, data: bytes) -> None:
+    """Whatever the layout says, reading the file gives one message (and maybe Glued), or
+    mbox messages that cover the file back to back from its first byte."""
+    path = tmp_path / "mail"
+    path.write_bytes(data)
+    kind, count = mailfiles.file_layout(data, 3 if data.startswith(b"\xef\xbb\xbf") else 0)
+    assert (kind, count) in {("one", 1), ("mbox", 0)} or (kind == "glued" and count >= 3)
+    messages = []
+    with contextlib.suppress(mailfiles.Glued):
+        messages.extend(mailfiles.read_mail_file(path))
+    assert messages
+    if kind != "mbox":
+        assert len(messages) == 1 and messages[0].offset is None
+        assert messages[0].size == len(data)
+        return
+    offsets = [m.offset for m in messages]
+    assert offsets[0] == (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+    for m, following in itertools.pairwise(messages):
+        assert m.offset is not None and m.size is not None
+        assert m.offset + m.size == following.offset
+    last = messages[-1]
+    assert last.offset is not None and last.size is not None
+    assert last.offset + last.size == len(data)
