@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ingest import local, sources
-from ingest.safe_files import _kind, is_regular
+from ingest.safe_files import is_regular, kind, path_from_text
 from netaudit import db, privacy
 from netaudit.config import Config
 from netaudit.db import Connection
@@ -69,13 +69,13 @@ def replaceable(path: Path) -> Path:
         if is_regular(path):
             return path.resolve()
         try:
-            what = f"which is {_kind(os.stat(path).st_mode)}"
+            what = f"which is {kind(os.stat(path).st_mode)}"
         except OSError:
             what = "which does not exist"
         raise UsageError(f"the database {path} is a symlink to {os.readlink(path)}, {what}, "
                          "not a database file; rebuild replaces only a file") from None
     if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"the database {path} is {_kind(st.st_mode)}, not a database file; "
+        raise UsageError(f"the database {path} is {kind(st.st_mode)}, not a database file; "
                          "rebuild replaces only a file")
     return path
 
@@ -84,7 +84,7 @@ def rebuild(cfg: Config, echo: Callable[[str], None], *, drop_missing: bool = Fa
     """Build a new database from every configured source and import; returns the backup."""
     target = replaceable(cfg.database)
     carried = _carry(cfg.database)  # through a link: DuckDB finds its WAL beside the link
-    paths = sorted({Path(row[0]) for row in carried["imported_paths"]})
+    paths = sorted({path_from_text(row[0]) for row in carried["imported_paths"]})
     missing = [p for p in paths if not p.exists()]
     if missing and not drop_missing:
         raise UsageError(f"{len(missing)} imported paths are gone (e.g. {missing[0]}); their "

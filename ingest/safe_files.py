@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 from typing import BinaryIO
@@ -34,7 +35,19 @@ def path_text(path: Path | str | bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def _kind(mode: int) -> str:
+_ESCAPED = re.compile(rb"\\x([89a-f][0-9a-f])")
+
+
+def path_from_text(text: str) -> Path:
+    """The path that ``path_text`` gave ``text`` for (rebuild imports stored paths again).
+
+    ``backslashreplace`` writes only bytes from 0x80 up, so only those escapes are undone.
+    """
+    raw = _ESCAPED.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8"))
+    return Path(os.fsdecode(raw))
+
+
+def kind(mode: int) -> str:
     if stat.S_ISFIFO(mode):
         return "a FIFO"
     if stat.S_ISSOCK(mode):
@@ -69,7 +82,7 @@ def open_regular(path: Path | str) -> BinaryIO:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotRegularFile(0, f"{_kind(mode)}, not a file", os.fsdecode(path))
+            raise NotRegularFile(0, f"{kind(mode)}, not a file", os.fsdecode(path))
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

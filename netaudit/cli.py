@@ -107,6 +107,7 @@ def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
     that look like mail. Importing the same input again adds nothing.
     """
     from ingest import local
+    from ingest.safe_files import path_text
     from ingest.store import record_source
 
     cfg = app.config
@@ -126,7 +127,7 @@ def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
                       f"{len(paths)} paths")
         con.execute("INSERT INTO imported_paths (path) SELECT p FROM unnest(?::VARCHAR[]) t(p) "
                     "WHERE p NOT IN (SELECT path FROM imported_paths)",
-                    [[str(p.resolve()) for p in paths]])
+                    [[path_text(p.resolve()) for p in paths]])
         con.execute("COMMIT")
     _refresh_people(cfg)
     if result.seen or not imported.calendars:

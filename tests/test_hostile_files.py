@@ -180,6 +180,25 @@ def test_non_utf8_names_are_stored_escaped_and_a_rerun_adds_nothing(run: Run,
                           "location) FROM messages") == [(40, 40, 40)]
 
 
+def test_a_non_utf8_path_on_the_command_line_is_recorded_and_rebuilt(run: Run,
+                                                                     tmp_path: Path) -> None:
+    """Before: the messages were stored, then recording the path for `rebuild` failed with a
+    traceback (the name reached DuckDB with surrogates)."""
+    top = Path(os.fsdecode(os.fsencode(tmp_path) + b"/Mail-\xe9t\xe9"))
+    hostile_names_maildir(top, enron(12))
+    cfg = config(tmp_path)
+    first = run("--config", str(cfg), "import", str(top), timeout=HANG)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[0] == ("Imported 12 messages: 12 new, 0 already stored, "
+                                            "0 quarantined.")
+    database = tmp_path / "n.duckdb"
+    assert rows(database, "SELECT path FROM imported_paths") == [
+        (os.fsencode(top.resolve()).decode("utf-8", "backslashreplace"),)]
+    rebuilt = run("--config", str(cfg), "rebuild", timeout=HANG)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert rows(database, "SELECT count(*) FROM messages") == [(12,)]
+
+
 def test_sync_of_a_maildir_source_with_non_utf8_names_and_a_fifo(run: Run,
                                                                   tmp_path: Path) -> None:
     """`netaudit sync` of a [[maildir]]: every message stored, the FIFO quarantined under its
