@@ -49,6 +49,7 @@ import contextlib
 import hashlib
 import heapq
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -188,24 +189,35 @@ def parse_calendar(
     fallback_tz = _resolve_zone(default_tz)
     if fallback_tz is None:
         raise ValueError(f"unknown default_tz {default_tz!r}")
-    settings = _Settings(
-        me=frozenset(filter(None, (_normalise_address(a) for a in me))),
-        window_start=window_start.astimezone(UTC),
-        window_end=window_end.astimezone(UTC),
-        default_tz=fallback_tz,
-        cap=max(1, max_occurrences_per_series),
-        deadline=time.monotonic() + max_seconds,
-        total=max(1, max_occurrences),
-        left=[max(1, max_occurrences)],
-    )
-    try:
-        return _parse(data, settings, max_bytes)
-    except Exception as exc:  # the last guard of "never raises": report, do not crash
-        return CalendarParse(
-            occurrences=(),
-            problems=(Problem("calendar", f"unexpected error: {_describe(exc)}"),),
-            uids=frozenset(),
+    with _ICALENDAR:
+        icalendar.use_zoneinfo()  # empties icalendar's time zone cache
+        settings = _Settings(
+            me=frozenset(filter(None, (_normalise_address(a) for a in me))),
+            window_start=window_start.astimezone(UTC),
+            window_end=window_end.astimezone(UTC),
+            default_tz=fallback_tz,
+            cap=max(1, max_occurrences_per_series),
+            deadline=time.monotonic() + max_seconds,
+            total=max(1, max_occurrences),
+            left=[max(1, max_occurrences)],
         )
+        try:
+            return _parse(data, settings, max_bytes)
+        except Exception as exc:  # the last guard of "never raises": report, do not crash
+            return CalendarParse(
+                occurrences=(),
+                problems=(Problem("calendar", f"unexpected error: {_describe(exc)}"),),
+                uids=frozenset(),
+            )
+
+
+# icalendar keeps one process-wide cache of time zones by TZID, filled from the first
+# VTIMEZONE of that name it reads: a second calendar whose "Customized Time Zone 1" or
+# "W. Europe Standard Time" says otherwise got the first one's offsets, and one hostile
+# file could pin a zone for every calendar read after it. So each file is parsed from an
+# empty cache, one at a time (parsing holds the GIL anyway), which also bounds memory to
+# one file's parse per process.
+_ICALENDAR = threading.Lock()
 
 
 # --------------------------------------------------------------------------------------
@@ -268,6 +280,7 @@ MAX_FILE_RECURRENCE_VALUES = 20_000  # the same, per file
 MAX_TIME_ZONES = 100  # VTIMEZONEs per file
 MAX_ZONE_PARTS = 500  # STANDARD/DAYLIGHT parts per VTIMEZONE
 MAX_ZONE_CHANGES = 24  # instances of one VTIMEZONE rule in the two years from its DTSTART
+MAX_ZONE_TRANSITIONS = 50_000  # all rules of a VTIMEZONE, up to their end or the year 9999
 _ZONE_FREQS = frozenset({"YEARLY", "MONTHLY"})
 
 _FOLD = re.compile(r"\r?\n[ \t]")
@@ -276,7 +289,6 @@ _SCREENED = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _PARAMS = re.compile(r'(?:[^:"]|"[^"]*")*:')  # a property's parameters, up to the value
-_FREQ = re.compile(r"(?:^|;)\s*FREQ=([A-Z]+)", re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -419,13 +431,13 @@ def _screen(text: str, deadline: float) -> _Screened:
                 "and RRULE values"
             )
         elif unit.name == "VTIMEZONE":
-            zones += 1
-            if zones > MAX_TIME_ZONES:
+            if zones >= MAX_TIME_ZONES:
                 reason = f"the calendar has more than {MAX_TIME_ZONES} VTIMEZONEs"
             else:
                 reason = _zone_complaint(unit.parts, deadline)
         if reason is None:
             values += unit.values
+            zones += unit.name == "VTIMEZONE"
         else:
             refused.append((unit, reason))
     if not refused:
@@ -470,53 +482,101 @@ def _unescape(uid: str) -> str:
 def _zone_complaint(parts: list[_ZonePart], deadline: float) -> str | None:
     """Why a VTIMEZONE must not reach dateutil's ``tzical``, or None.
 
-    Real zones change their offset once or twice a year, by ``FREQ=YEARLY`` rules (or a
-    list of RDATEs, counted with the other recurrence values). A rule of another FREQ, or
-    one with more than :data:`MAX_ZONE_CHANGES` instances in the two years from its
-    DTSTART, would make ``tzical`` cache that many transitions a year up to every date
-    asked about. MONTHLY is allowed, as it cannot be denser than twelve a year.
+    ``tzical`` walks each rule of a zone, period by period, from its DTSTART up to any
+    date asked about, caching every transition, and nothing can stop it. Real zones change
+    their offset once or twice a year by ``FREQ=YEARLY`` rules (or RDATE lists, counted
+    with the other recurrence values), so a zone is refused when a rule
+
+    * has a FREQ other than YEARLY or MONTHLY (a sub-daily one from 1900 is millions of
+      transitions), or BYSETPOS (each period then costs up to 366 x 732 steps);
+    * has more than :data:`MAX_ZONE_CHANGES` instances in the two years from its DTSTART,
+      or none there although it has not ended (dateutil would search on to the year 9999);
+
+    or when all its rules together would walk more than :data:`MAX_ZONE_TRANSITIONS`
+    transitions or years up to their UNTIL, COUNT or the year 9999. A rule dateutil cannot
+    read is left to icalendar, which reports it.
     """
     if len(parts) > MAX_ZONE_PARTS:
         return f"{len(parts)} STANDARD/DAYLIGHT parts, more than {MAX_ZONE_PARTS}"
+    walked = 0.0
     for part in parts:
         for kind, rule in part.rules:
-            freq = _FREQ.search(rule)
-            if freq is not None and freq.group(1).upper() not in _ZONE_FREQS:
-                return f"{kind} FREQ={freq.group(1).upper()} is not a time-zone rule"
-            changes = _zone_changes(part.start, rule, deadline)
-            if changes is None:
+            fields = _rule_fields(rule)
+            freq = fields.get("FREQ", "")
+            if freq and freq not in _ZONE_FREQS:
+                return f"{kind} FREQ={freq} is not a time-zone rule"
+            if "BYSETPOS" in fields:
+                return f"{kind} with BYSETPOS is not a time-zone rule"
+            try:
+                found = _zone_changes(part.start, rule, deadline)
+            except _OutOfTime:
                 return f"time limit reached while checking its {kind}"
+            if found is None:
+                continue
+            changes, ended = found
             if changes > MAX_ZONE_CHANGES:
                 return (
                     f"{kind} {rule[:60]} changes the offset more than {MAX_ZONE_CHANGES} "
                     "times in two years"
                 )
+            if changes == 0 and not ended:
+                return f"{kind} {rule[:60]} has no instance in the two years from its DTSTART"
+            walked += max(1.0, changes / 2) * _rule_years(part.start, fields)
+    if walked > MAX_ZONE_TRANSITIONS:
+        return (
+            f"its rules would have dateutil walk more than {MAX_ZONE_TRANSITIONS} "
+            "transitions or years"
+        )
     return None
 
 
-def _zone_changes(start_text: str, rule: str, deadline: float) -> int | None:
-    """Instances of a VTIMEZONE rule in the two years from its DTSTART (stopping one past
-    :data:`MAX_ZONE_CHANGES`); 0 when dateutil cannot read it (icalendar then reports it);
-    None when the deadline passed."""
+def _rule_fields(rule: str) -> dict[str, str]:
+    """``FREQ=YEARLY;BYMONTH=3`` as ``{"FREQ": "YEARLY", "BYMONTH": "3"}``, upper case."""
+    fields = {}
+    for item in rule.upper().split(";"):
+        key, _, value = item.partition("=")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def _rule_years(start_text: str, fields: dict[str, str]) -> int:
+    """Years a VTIMEZONE rule spans from its DTSTART: to its UNTIL, to the year 9999, or
+    (with COUNT) 40 years per instance, the longest gap a YEARLY pattern can leave."""
+    start = int(start_text[:4]) if start_text[:4].isdigit() else 1
+    end = 9999
+    until = fields.get("UNTIL", "")
+    if until[:4].isdigit():
+        end = min(end, int(until[:4]))
+    count, interval = fields.get("COUNT", ""), fields.get("INTERVAL", "1")
+    if count.isdigit():
+        span = 40 * int(count) * (int(interval) if interval.isdigit() else 1)
+        end = min(end, start + (span // 12 if fields.get("FREQ") == "MONTHLY" else span))
+    return max(1, end - start + 1)
+
+
+def _zone_changes(start_text: str, rule: str, deadline: float) -> tuple[int, bool] | None:
+    """(instances, ended): the instances of a VTIMEZONE rule in the two years from its
+    DTSTART, stopping one past :data:`MAX_ZONE_CHANGES`, and whether the rule ended there.
+    None when dateutil cannot read it; :class:`_OutOfTime` past the deadline."""
     try:
         start = datetime.strptime(start_text.strip()[:15], "%Y%m%dT%H%M%S")
         parsed = rrulestr(rule, dtstart=start, ignoretz=True, cache=False)
     except Exception:
-        return 0
+        return None
     end = _add_years(start, 2)
     count = 0
     try:
         for instant in _guard(parsed, _Stop(end, deadline)):
             if instant >= end or count > MAX_ZONE_CHANGES:
-                break
+                return count, False
             count += 1
     except _PastHorizon:
-        pass
+        return count, False
     except _OutOfTime:
-        return None
+        raise
     except Exception:
-        return 0
-    return count
+        return None
+    return count, True
 
 
 def _load(text: str) -> tuple[list[icalendar.Calendar], list[Problem]]:
