@@ -33,8 +33,17 @@ them are written next to the code that makes them and summed up here:
   removes its UIDs (or single instances) from the other VCALENDARs of the same file.
 * A series whose window holds more than ``max_occurrences_per_series`` occurrences keeps the
   first ones and reports a Problem; a rule too dense to even count cheaply, a
-  ``FREQ=SECONDLY``/``MINUTELY`` rule and a rule with an impossible BYMONTHDAY are dropped
-  with a Problem. The caller must not replace stored occurrences of a UID in ``failed_uids``.
+  ``FREQ=SECONDLY``/``MINUTELY`` rule, a rule with an impossible BYMONTHDAY and one with
+  no instance for 30 years after the window (dateutil would search to the year 9999) are
+  dropped with a Problem. A file gives at most ``max_occurrences`` in all. The caller must
+  not replace stored occurrences of a UID in ``failed_uids``.
+* Hostile input is cut before icalendar builds any object from it (:func:`_screen`): an
+  event with more than :data:`MAX_RECURRENCE_VALUES` RDATE/EXDATE values (or past
+  :data:`MAX_FILE_RECURRENCE_VALUES` in the file) is not read and its UID fails; a
+  VTIMEZONE whose rules are no time-zone rules (sub-daily, dense, never matching) is
+  ignored with a ``"calendar"`` Problem, as dateutil would expand it without end.
+* Each file is read on its own: icalendar's process-wide cache of time zones is emptied
+  first, so one calendar's custom TZID never decides the offsets of the next.
 * Problems are everything dropped, cut short or guessed. A ``"calendar"`` Problem can come
   with occurrences (an unknown X-WR-TIMEZONE, a VTIMEZONE that did not parse).
 * Structural damage (a stray END, an unterminated component, a bad VALARM) makes icalendar

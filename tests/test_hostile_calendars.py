@@ -11,12 +11,14 @@ input: the exact quarantine reason, which events are kept and at what time.
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import json
 import os
 import resource
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -446,6 +448,50 @@ def test_fifo_or_device_named_on_import(tmp_path: Path, kind: str) -> None:
     reason = "a FIFO, not a file" if kind == "fifo" else "a device, not a file"
     assert rows(database, "SELECT location, reason FROM quarantine") == [(str(odd), reason)]
     assert rows(database, "SELECT uid FROM meetings") == [("lunch@example.org",)]
+
+
+@pytest.fixture
+def bomb_feed() -> Iterator[str]:
+    """A real HTTP server on loopback serving the MINUTELY zone; yields the feed's URL."""
+    body = zone_calendar("FREQ=MINUTELY", daylight_rule="FREQ=MINUTELY")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/calendar")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/private-token/basic.ics"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_time_zone_bomb_in_a_feed(tmp_path: Path, bomb_feed: str) -> None:
+    """The MINUTELY zone served as a feed and synced by the CLI under 2 GB: the zone is
+    quarantined with its reason under the feed's redacted name, and both events stored."""
+    url = bomb_feed
+    home = tmp_path / "home"
+    home.mkdir()
+    database = tmp_path / "n.duckdb"
+    cfg = write_config(tmp_path / "c.toml", f'[netaudit]\ndatabase = "{database}"\n'
+                       f'me = ["{ME}"]\nhistory_start = 2024-01-01\n'
+                       f'[[calendar]]\nname = "work"\nurl = "{url}"\n')
+    proc = netaudit(home, "--config", str(cfg), "sync")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "work: 2 occurrences from 1 changed file, 1 quarantined"
+    assert rows(database, "SELECT location, reason FROM quarantine") == [
+        ("http://127.0.0.1/<redacted> (calendar)",
+         "VTIMEZONE 'Bomb/Zone' ignored: RRULE FREQ=MINUTELY is not a time-zone rule")]
+    assert rows(database, "SELECT uid, starts_at FROM meetings ORDER BY uid") == [
+        ("plain@example.org", dt.datetime(2024, 1, 5, 10, tzinfo=UTC)),
+        ("zoned@example.org", dt.datetime(2024, 1, 5, 10, tzinfo=UTC))]
 
 
 # ---------------------------------------------------------------------------------------------
