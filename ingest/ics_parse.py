@@ -55,6 +55,7 @@ them are written next to the code that makes them and summed up here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import heapq
 import re
@@ -516,10 +517,10 @@ def _zone_complaint(parts: list[_ZonePart], deadline: float) -> str | None:
                 return f"{kind} FREQ={freq} is not a time-zone rule"
             if "BYSETPOS" in fields:
                 return f"{kind} with BYSETPOS is not a time-zone rule"
-            try:
-                found = _zone_changes(part.start, rule, deadline)
-            except _OutOfTime:
+            if time.monotonic() > deadline:
                 return f"time limit reached while checking its {kind}"
+            count = _zone_changes_seen if len(rule) <= 200 else _zone_changes
+            found = count(part.start, rule)
             if found is None:
                 continue
             changes, ended = found
@@ -563,10 +564,15 @@ def _rule_years(start_text: str, fields: dict[str, str]) -> int:
     return max(1, end - start + 1)
 
 
-def _zone_changes(start_text: str, rule: str, deadline: float) -> tuple[int, bool] | None:
+def _zone_changes(start_text: str, rule: str) -> tuple[int, bool] | None:
     """(instances, ended): the instances of a VTIMEZONE rule in the two years from its
-    DTSTART, stopping one past :data:`MAX_ZONE_CHANGES`, and whether the rule ended there.
-    None when dateutil cannot read it; :class:`_OutOfTime` past the deadline."""
+    DTSTART, stopping one past :data:`MAX_ZONE_CHANGES`, and whether the rule ended there;
+    None when dateutil cannot read it.
+
+    Bounded without a deadline: the caller lets only YEARLY and MONTHLY rules without
+    BYSETPOS through, so the walk is at most 25 periods of at most 366 days, stopped at the
+    25th instance.
+    """
     try:
         start = datetime.strptime(start_text.strip()[:15], "%Y%m%dT%H%M%S")
         parsed = rrulestr(rule, dtstart=start, ignoretz=True, cache=False)
@@ -575,17 +581,19 @@ def _zone_changes(start_text: str, rule: str, deadline: float) -> tuple[int, boo
     end = _add_years(start, 2)
     count = 0
     try:
-        for instant in _guard(parsed, _Stop(end, deadline)):
+        for instant in _guard(parsed, _Stop(end, deadline=float("inf"))):
             if instant >= end or count > MAX_ZONE_CHANGES:
                 return count, False
             count += 1
     except _PastHorizon:
         return count, False
-    except _OutOfTime:
-        raise
     except Exception:
         return None
     return count, True
+
+
+# The same few zones come in every file of a vdir; short rules only, to bound the memory.
+_zone_changes_seen = functools.lru_cache(maxsize=256)(_zone_changes)
 
 
 def _load(text: str) -> tuple[list[icalendar.Calendar], list[Problem]]:
