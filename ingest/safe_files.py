@@ -93,7 +93,9 @@ def open_regular(path: Path | str) -> BinaryIO:
 def read_capped(path: Path | str, max_bytes: int) -> bytes:
     """A regular file's bytes; ``TooLarge`` past ``max_bytes``, whatever ``stat`` said."""
     with open_regular(path) as fh:
-        data = fh.read(max_bytes + 1)
+        if os.fstat(fh.fileno()).st_size > max_bytes:  # no need to read what is refused
+            raise TooLarge(0, f"larger than {max_bytes} bytes", os.fsdecode(path))
+        data = fh.read(max_bytes + 1)  # and a file that grows is still cut here
     if len(data) > max_bytes:
         raise TooLarge(0, f"larger than {max_bytes} bytes", os.fsdecode(path))
     return data

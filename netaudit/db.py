@@ -66,7 +66,7 @@ MEMORY_LIMIT = "128MB"
 THREADS = 2
 
 
-def settings() -> dict[str, str | int]:
+def settings() -> dict[str, str | bool | int | float | list[str]]:
     """The DuckDB budget of every connection ($NETAUDIT_MEMORY_LIMIT, e.g. "512MB", raises it
     for a big one-off query; $NETAUDIT_THREADS the threads)."""
     threads = os.environ.get("NETAUDIT_THREADS", "")
