@@ -12,7 +12,9 @@ is text from ``safe_files.path_text`` (a file name that is not UTF-8 can still b
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import mmap
 import os
 import re
@@ -219,8 +221,32 @@ def looks_like_message(head: bytes) -> bool:
     return _FIELD.match(head) is not None and _MAIL_FIELDS.search(head[:4096]) is not None
 
 
+# The From_ line every mail program writes: ctime's date after a sender without spaces. Read
+# with a regex and a datetime, 1.5 µs; the email package's parser took 15 µs, as much as the
+# rest of splitting a message. Anything else goes to that parser, which accepts more.
+_CTIME_FROM_LINE = re.compile(
+    rb"From [!-~]+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) "
+    rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(\d{1,2}) "
+    rb"(\d\d):(\d\d):(\d\d) ([1-9]\d{3})[ \t\r]*")
+_MONTHS = {m: i for i, m in enumerate(
+    (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+     b"Dec"), 1)}
+
+
 def _from_line_date(line: bytes) -> dt.datetime | None:
     """The delivery date on an mbox From_ line ('From sender Mon Jan  1 00:00:00 2001')."""
+    m = _CTIME_FROM_LINE.fullmatch(line)
+    if m is not None:
+        try:
+            return dt.datetime(int(m[6]), _MONTHS[m[1]], int(m[2]), int(m[3]), int(m[4]),
+                               int(m[5]), tzinfo=dt.UTC)
+        except ValueError:  # "Feb 30", "25:00:00": what the email package says too
+            return None
+    return _from_line_date_slow(line)
+
+
+def _from_line_date_slow(line: bytes) -> dt.datetime | None:
+    """``_from_line_date`` through the email package, for any other shape of From_ line."""
     parts = line.decode("latin-1").split(None, 2)
     if len(parts) < 3:
         return None
@@ -261,17 +287,192 @@ def iter_mbox(path: Path, limit: int = MAX_HEADER_BYTES) -> Iterator[RawMessage]
     Content-Length is trusted only when it lands exactly on the next From_ line or the end of
     the file; otherwise boundaries come from From_ lines that head a real header block.
     """
+    for item in read_mbox(path, limit=limit):
+        if isinstance(item, RawMessage):
+            yield item
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading an mbox again: only what was appended since the last read
+
+
+@dataclass(frozen=True, slots=True)
+class MboxPosition:
+    """How far an mbox was read, so that the next read starts there.
+
+    ``end`` is where the last message read ends (the next one starts there, or the file
+    ended); ``last`` is where that message starts: it is read again if it grew (a delivery
+    still being written). ``count`` is how many messages were read since the file was last
+    read whole, for what netaudit tells the user. ``digest`` (``sample_digest``) tells a
+    file that grew from one that was rewritten (compacted, a message deleted, replaced).
+    """
+
+    end: int
+    last: int
+    count: int
+    digest: str
+
+    def text(self) -> str:
+        """As stored in sync_state.content_hash (``end`` is last_uid)."""
+        return f"{_POSITION_TAG} {self.last} {self.count} {self.digest}"
+
+    @classmethod
+    def parse(cls, end: int | None, text: str | None) -> MboxPosition | None:
+        """The stored position, or None for anything that is not one (then the file is read
+        whole, which is always correct)."""
+        parts = (text or "").split(" ")
+        if end is None or len(parts) != 4 or parts[0] != _POSITION_TAG:
+            return None
+        try:
+            last, count = int(parts[1]), int(parts[2])
+        except ValueError:
+            return None
+        if not 0 <= last <= end or count < 0:
+            return None
+        return cls(end, last, count, parts[3])
+
+
+_POSITION_TAG = "mbox1"
+SAMPLE_BYTES = 64 * 1024
+
+
+def sample_digest(buf: mmap.mmap | bytes, end: int) -> str:
+    """A hash of the first 64 KiB of the file and of the 64 KiB before ``end``, and of ``end``.
+
+    Reading it costs 128 KiB whatever the file's size. A compacted or rewritten mbox changes
+    these bytes (deleting a message moves everything after it; a mail client that rewrites
+    Status: fields moves them too), and a shorter file is caught by its size. What it misses:
+    an edit in place, same length, outside both samples; then the edited message, already
+    stored, is simply not read again.
+    """
+    digest = hashlib.blake2b(end.to_bytes(8, "little"), digest_size=16)
+    digest.update(buf[:min(end, SAMPLE_BYTES)])
+    digest.update(buf[max(0, end - SAMPLE_BYTES):end])
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a read of an mbox starts, and why: ``start`` 0 is the whole file.
+
+    ``count`` is how many messages were read before ``start`` (0 when read whole).
+    """
+
+    start: int
+    why: str
+    count: int = 0
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0
+
+
+FIRST_READ = "first read"
+UNCHANGED = "unchanged since the last read"
+APPENDED = "read from where the last read ended"
+GREW = "the last message read grew; read from its start"
+SHORTER = "shorter than when it was last read; read whole again"
+REWRITTEN = "changed before where the last read ended; read whole again"
+
+
+def resume_point(buf: mmap.mmap | bytes, since: MboxPosition | None) -> Resume:
+    """Where to read ``buf`` (the whole file) from, given the last read's position. Pure.
+
+    Starting at ``since.end`` gives exactly the messages a whole read would give from there:
+    a message's end is decided by what follows its start, and a From_ line heading a header
+    block at ``end`` is where a whole read ends the message before it too. When the file
+    grew any other way (the last message was still being written), its last message is read
+    again from ``since.last``; message keys keep it from doubling.
+    """
+    size = len(buf)
+    if since is None or since.end == 0:
+        return Resume(0, FIRST_READ)
+    if size < since.end:
+        return Resume(0, SHORTER)
+    if sample_digest(buf, since.end) != since.digest:
+        return Resume(0, REWRITTEN)
+    if size == since.end:
+        return Resume(size, UNCHANGED, since.count)
+    end = since.end
+    if buf[end - 1:end] == b"\n" and buf[end:end + 5] == b"From " and _is_separator(buf, end):
+        return Resume(end, APPENDED, since.count)
+    last = since.last
+    at_line = last > 0 and buf[last - 1:last] == b"\n"
+    if buf[last:last + 5] == b"From " and (at_line or last == _first_from_line(buf)):
+        return Resume(last, GREW, max(0, since.count - 1))
+    return Resume(0, REWRITTEN)
+
+
+POSITION_EVERY = 5000  # messages between two positions: a crash re-reads at most that many
+_RELEASE_BYTES = 64 << 20  # mapped pages already read are given back every 64 MiB
+
+
+def read_mbox(path: Path, since: MboxPosition | None = None, limit: int = MAX_HEADER_BYTES,
+              every: int = POSITION_EVERY) -> Iterator[RawMessage | MboxPosition | Resume]:
+    """An mbox's messages from where ``since`` says the last read ended (``resume_point``).
+
+    Yields the ``Resume`` first, then messages, with an ``MboxPosition`` after every
+    ``every`` messages and after the last one: storing a position in the same transaction
+    as the messages before it means a crash costs reading them again, never a gap. An
+    unchanged file yields only its ``Resume``; a file that is no mbox yields no position.
+
+    The file is mapped, and the pages already read are dropped from the mapping as reading
+    goes on (MADV_DONTNEED; the kernel's page cache keeps them): every page touched of a
+    mapping counts in the process's memory, 2.2 GB for a million-message mbox.
+    """
     with open_regular(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
+            yield Resume(0, FIRST_READ if since is None or since.end == 0 else SHORTER)
+            if since is None or since.end != 0:
+                yield MboxPosition(0, 0, 0, sample_digest(b"", 0))
             return
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            pos = len(_BOM) if buf[: len(_BOM)] == _BOM else 0
-            while pos < size and buf[pos:pos + 1] in (b" ", b"\t", b"\r", b"\n"):
-                pos += 1  # some exporters put blank lines before the first From_ line
-            if buf[pos:pos + 5] != b"From ":
+            resume = resume_point(buf, since)
+            yield resume
+            if resume.start >= size:
                 return
-            yield from _split(buf, path, pos, limit)
+            pos = resume.start if resume.start else _first_from_line(buf)
+            if pos is None:
+                return
+            _advise(buf, _SEQUENTIAL, 0, size)
+            count = resume.count
+            released = 0
+            last = end = pos
+            for msg in _split(buf, path, pos, limit):
+                yield msg
+                count += 1
+                last = msg.offset or 0
+                end = last + (msg.size or 0)
+                if count % every == 0:
+                    yield MboxPosition(end, last, count, sample_digest(buf, end))
+                if end - released >= _RELEASE_BYTES:
+                    keep = (end - (1 << 20)) // mmap.PAGESIZE * mmap.PAGESIZE
+                    _advise(buf, _DONTNEED, released, keep - released)
+                    released = keep
+            yield MboxPosition(end, last, count, sample_digest(buf, end))
+
+
+def _first_from_line(buf: mmap.mmap | bytes) -> int | None:
+    """Where an mbox's first From_ line is: after a BOM and blank lines (some exporters
+    write them); None when the file does not start with one."""
+    size = len(buf)
+    pos = len(_BOM) if buf[: len(_BOM)] == _BOM else 0
+    while pos < size and buf[pos:pos + 1] in (b" ", b"\t", b"\r", b"\n"):
+        pos += 1
+    return pos if buf[pos:pos + 5] == b"From " else None
+
+
+_SEQUENTIAL: int | None = getattr(mmap, "MADV_SEQUENTIAL", None)
+_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
+
+
+def _advise(buf: mmap.mmap, advice: int | None, start: int, length: int) -> None:
+    """madvise, where the platform has it; only ever a hint here (a page given back is
+    read again from the page cache if it is needed again)."""
+    if advice is not None and length > 0 and hasattr(buf, "madvise"):
+        with contextlib.suppress(OSError, ValueError):
+            buf.madvise(advice, start, length)
 
 
 def _split(buf: mmap.mmap | bytes, path: Path, pos: int, limit: int,

@@ -33,14 +33,23 @@ def _summary(result: BatchResult) -> str:
 
 
 def sync_local(cfg: Config, source: Source, me: frozenset[str]) -> str:
-    """A [[maildir]] or [[mbox]] source, through the same readers as `netaudit import`."""
+    """A [[maildir]] or [[mbox]] source, through the same readers as `netaudit import`.
+
+    Only what changed is read: an mbox from where the last sync ended, a Maildir's folders
+    and files changed since its last complete scan (both kept in sync_state).
+    """
     from ingest import local  # the mail file readers are loaded only for local sources
 
     path = Path(source["path"])
     local.check_source_path(source.kind, path)
+    if source.kind == "maildir":
+        scan = local.sync_maildir(cfg.database, source.name, path, me=me,
+                                  keep_subject=cfg.store_subjects)
+        return _summary(scan.mail)  # whether it was a delta scan is logged (-v)
     result = local.import_paths(cfg.database, source.name, [path], me=me,
                                 keep_subject=cfg.store_subjects)
-    return _summary(result.mail)
+    said = result.marks.summary("sync") if result.marks is not None else ""
+    return _summary(result.mail) + (f"; {said}" if said else "")
 
 
 def sync_one(cfg: Config, source: Source, me: frozenset[str],

@@ -237,6 +237,41 @@ def write_bounces(con: Connection, bounces: Sequence[Bounce]) -> None:
           ON b.message_key = s.message_key AND b.recipient = s.recipient""")
 
 
+@dataclass(frozen=True, slots=True)
+class FileMark:
+    """How far a local source's file or folder has been read, saved in ``sync_state``
+    (scope = the path as ``path_text``) in the same transaction as the mail it covers.
+
+    An mbox: ``last_uid`` is the byte offset where the last read ended, ``content_hash``
+    the rest of its ``mailfiles.MboxPosition``. A Maildir: ``last_uid`` is the time
+    (ns since the epoch) taken before its last complete scan, ``content_hash`` "maildir1".
+    """
+
+    scope: str
+    last_uid: int
+    content_hash: str
+
+
+def save_marks(con: Connection, source: str, marks: Iterable[FileMark]) -> None:
+    """Replace the marks' rows, inside the caller's transaction."""
+    now = dt.datetime.now(dt.UTC)
+    for mark in marks:
+        scope = mark.scope
+        con.execute("DELETE FROM sync_state WHERE source = ? AND scope = ?", [source, scope])
+        con.execute("INSERT INTO sync_state (source, scope, last_uid, content_hash, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [source, scope, mark.last_uid, mark.content_hash, now])
+
+
+def load_marks(con: Connection, source: str, tag: str) -> dict[str, FileMark]:
+    """The source's marks whose content_hash starts with ``tag`` ("mbox1", "maildir1"), by
+    scope; the calendar and IMAP rows of the same table are left out."""
+    rows = con.execute("SELECT scope, last_uid, content_hash FROM sync_state WHERE source = ? "
+                       "AND content_hash IS NOT NULL AND last_uid IS NOT NULL "
+                       "AND starts_with(content_hash, ?)", [source, tag]).fetchall()
+    return {scope: FileMark(scope, int(last), text) for scope, last, text in rows}
+
+
 def forgotten_hashes(con: Connection) -> frozenset[str]:
     return frozenset(r[0] for r in con.execute(
         "SELECT address FROM person_decisions WHERE kind = 'forget'").fetchall())

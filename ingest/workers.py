@@ -15,17 +15,17 @@ for again after a backoff: nothing was written, so nothing is lost, only delayed
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingest import calendars, local, mailfiles
 from ingest.imap import DAEMON_BATCH_MESSAGES, AccountSync, Options, Session
 from ingest.imap_connect import Account, Transient
-from ingest.safe_files import path_text
+from ingest.local import changed_maildir_files as changed_maildir_files  # moved there
+from ingest.local import read_maildir_files
 from ingest.sources import os_error_text
 from ingest.store import BatchResult, Quarantined, record_source
 from ingest.writegate import Stopping
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 FEED_POLICY = calendars.FeedPolicy(attempts=2, max_wait=10.0)  # the next poll retries anyway
 BUSY_DELAYS = (5.0, 10.0, 20.0, 40.0, 60.0)  # retrying a job after the database stayed busy
 MAX_PENDING_PATHS = 20_000  # more changed files than this: one delta scan instead
-CTIME_SLACK_NS = 2_000_000_000  # file time stamps vs the clock read before a scan
 
 
 @dataclass(frozen=True)
@@ -257,108 +256,17 @@ class ImapWorker(SourceWorker):
 # Maildir and mbox
 
 
-def changed_maildir_files(root: Path, since_ns: int, unreadable: set[str] | None = None,
-                          problems: list[Quarantined] | None = None) -> Iterator[Path]:
-    """Message files in cur/ and new/ directories created or renamed since ``since_ns``.
-
-    Delivery and flag changes rename files, which updates both the file's ctime and its
-    directory's mtime: so directories untouched since then are not even listed, and a
-    rescan of a large unchanged Maildir costs a stat per directory.
-
-    A folder that cannot be listed is added to ``unreadable`` and reported once in
-    ``problems``; when it can be listed again, every file under it is listed whatever its
-    times, since they were missed meanwhile. Entries that are not folders are all listed,
-    FIFOs too: reading them quarantines them, as a full import does.
-    """
-    seen = unreadable if unreadable is not None else set()
-    found = problems if problems is not None else []
-    stack = [(root, since_ns)]
-    while stack:
-        directory, since = stack.pop()
-        since = _since(directory, since, seen)
-        try:
-            entries = list(os.scandir(directory))
-        except OSError as exc:
-            _unreadable(directory, exc, seen, found)
-            continue
-        seen.discard(os.fspath(directory))
-        for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
-                continue
-            name = entry.name
-            path = Path(entry.path)
-            if name in ("cur", "new"):
-                yield from _changed_in(path, _since(path, since, seen), seen, found)
-            elif name in ("tmp", ".git"):
-                continue
-            elif not name.startswith("."):
-                stack.append((path, since))
-            else:
-                try:
-                    if mailfiles.is_maildir(path):
-                        stack.append((path, since))
-                except OSError as exc:  # a Maildir++ folder that cannot be looked into
-                    _unreadable(path, exc, seen, found)
-
-
-def _since(directory: Path, since_ns: int, unreadable: set[str]) -> int:
-    """0 for a folder that could not be read before: everything in it is new to us."""
-    return 0 if os.fspath(directory) in unreadable else since_ns
-
-
-def _unreadable(directory: Path, exc: OSError, unreadable: set[str],
-                problems: list[Quarantined]) -> None:
-    """Remember a folder that cannot be listed; report it the first time only."""
-    key = os.fspath(directory)
-    if key not in unreadable:
-        unreadable.add(key)
-        problems.append(Quarantined(path_text(directory), local.folder_reason(exc)))
-
-
-def _changed_in(directory: Path, since_ns: int, unreadable: set[str],
-                problems: list[Quarantined]) -> Iterator[Path]:
-    try:
-        if since_ns and directory.stat().st_mtime_ns < since_ns:
-            return
-        with os.scandir(directory) as entries:
-            unreadable.discard(os.fspath(directory))
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        continue
-                    if entry.stat(follow_symlinks=False).st_ctime_ns >= since_ns:
-                        yield Path(entry.path)
-                except FileNotFoundError:
-                    continue
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        _unreadable(directory, exc, unreadable, problems)
-
-
-def read_maildir_files(paths: Iterable[Path]) -> Iterator[mailfiles.RawMessage | Quarantined]:
-    """Headers of the given files; one moved away meanwhile is skipped (its new name comes as
-    its own event), one that cannot be read (or is a FIFO) is quarantined."""
-    for path in paths:
-        try:
-            yield mailfiles.read_maildir_file(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            yield Quarantined(path_text(path), local.unreadable_reason(exc))
-
-
 class LocalWorker(SourceWorker):
-    """[[maildir]] and [[mbox]]: a full import first, then changed files only."""
+    """[[maildir]] and [[mbox]]: only what changed since the last read, which is kept in the
+    database (``local.sync_maildir``, ``mailfiles.read_mbox``): after a restart too."""
 
     def __init__(self, ctx: Context, source: Source) -> None:
         super().__init__(ctx, source)
         self.path = Path(source["path"])
         self._pending: set[str] = set()
         self._pending_lock = threading.Lock()
-        self._scan_mark: int | None = None  # time.time_ns() before the last full scan
+        self._scan_mark: int | None = None  # time.time_ns() before the last scan (None:
+        # the one stored)
         self._mbox_stamp: tuple[int, int, int] | None = None
         self._unreadable: set[str] = set()  # folders the last scan could not list
 
@@ -400,33 +308,21 @@ class LocalWorker(SourceWorker):
                 with self._pending_lock:  # a retry (or the next rescan) takes them again
                     self._pending.update(paths)
                 raise
-        started = time.time_ns()
-        if self._scan_mark is None:
-            changed, summary = self._import_all()
-        else:
-            changed, summary = self._ingest_changes(self._scan_mark - CTIME_SLACK_NS)
-        self._scan_mark = started
-        return changed, summary
+        scan = local.sync_maildir(self.ctx.cfg.database, self.name, self.path,
+                                  me=self.ctx.me, keep_subject=self.ctx.cfg.store_subjects,
+                                  since_ns=self._scan_mark, unreadable=self._unreadable)
+        self._scan_mark = scan.started_ns
+        self._unreadable = scan.unreadable
+        mail = scan.mail
+        return mail.new + mail.quarantined > 0, _mail_summary(mail)
 
     def _import_all(self) -> tuple[bool, str]:
         result = local.import_paths(self.ctx.cfg.database, self.name, [self.path],
                                     me=self.ctx.me, keep_subject=self.ctx.cfg.store_subjects)
-        self._unreadable = {os.fspath(p) for p in result.unread_folders}
         mail = result.mail
-        return mail.new + mail.quarantined > 0, _mail_summary(mail)
-
-    def _ingest_changes(self, since_ns: int) -> tuple[bool, str]:
-        """A delta scan; folders it finds unreadable are quarantined after the files."""
-        problems: list[Quarantined] = []
-
-        def items() -> Iterator[mailfiles.RawMessage | Quarantined]:
-            yield from read_maildir_files(
-                changed_maildir_files(self.path, since_ns, self._unreadable, problems))
-            for problem in problems:
-                log.warning("%s: %s: %s", self.name, problem.location, problem.reason)
-            yield from problems
-
-        return self._store(items())
+        said = result.marks.summary() if result.marks is not None else ""
+        return mail.new + mail.quarantined > 0, _mail_summary(mail) + (f"; {said}"
+                                                                       if said else "")
 
     def _ingest(self, paths: Iterable[Path]) -> tuple[bool, str]:
         return self._store(read_maildir_files(paths))
@@ -437,8 +333,8 @@ class LocalWorker(SourceWorker):
         return mail.new + mail.quarantined > 0, _mail_summary(mail)
 
     def _mbox(self) -> tuple[bool, str | None]:
-        """Re-read the mbox when its size, mtime or inode changed (the anti-join keeps what
-        is stored from doubling)."""
+        """Read what was appended to the mbox when its size, mtime or inode changed (all of
+        it when it was rewritten; the anti-join keeps what is stored from doubling)."""
         st = self.path.stat()
         stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
         if stamp == self._mbox_stamp:

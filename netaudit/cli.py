@@ -133,6 +133,9 @@ def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
     if result.seen or not imported.calendars:
         click.echo(f"Imported {result.seen:,} messages: {result.new:,} new, "
                    f"{result.duplicates:,} already stored, {result.quarantined:,} quarantined.")
+    unread = imported.marks.summary("import") if imported.marks is not None else ""
+    if unread:  # mbox files read before: only what was appended since is read
+        click.echo(f"{unread}.")
     if imported.skipped:
         click.echo(f"Skipped {imported.skipped:,} files that are not mail "
                    f"(e.g. {imported.skipped_example}).")
