@@ -222,15 +222,26 @@ def _introductions(con: Connection, start: dt.datetime, as_of: dt.datetime,
     ``between`` holds the people who met, not every recipient; one thread is one
     introduction.
     """
+    # message_threads' starts_thread, for the few messages it is asked of: no message of
+    # the thread comes before it (by time, then key) and it is no answer ("Re:"). The view
+    # would order every thread of the mailbox to say it.
     rows = con.execute("""
-        WITH recip AS (
+        WITH mine AS (
+            SELECT message_key, sent_at, thread_id FROM message_thread_ids
+            WHERE direction = 'sent' AND automated_reason IS NULL AND recipient_count <= ?
+              AND sent_at > ?::TIMESTAMPTZ AND sent_at <= ?::TIMESTAMPTZ
+              AND coalesce(subject_prefix, '') <> 'reply'),
+        starts AS (
+            SELECT * FROM mine s WHERE NOT EXISTS (
+                SELECT 1 FROM message_thread_ids t
+                WHERE t.thread_id = s.thread_id AND (t.sent_at < s.sent_at OR
+                      (t.sent_at = s.sent_at AND t.message_key < s.message_key)))),
+        recip AS (
             SELECT DISTINCT t.message_key, t.sent_at, t.thread_id, i.person_id, p.address,
                    p.role = 'to' AS in_to
-            FROM message_threads t JOIN participants p USING (message_key)
+            FROM starts t JOIN participants p USING (message_key)
             JOIN identities i ON i.address = p.address
-            WHERE t.direction = 'sent' AND t.automated_reason IS NULL AND t.starts_thread
-              AND t.recipient_count <= ? AND p.role IN ('to', 'cc')
-              AND t.sent_at > ?::TIMESTAMPTZ AND t.sent_at <= ?::TIMESTAMPTZ
+            WHERE p.role IN ('to', 'cc')
               AND NOT (i.is_automated OR i.ignored OR i.is_me)),  -- mine are never in it
         sized AS (SELECT message_key FROM recip GROUP BY message_key
                   HAVING count(DISTINCT person_id) BETWEEN 2 AND ?)
@@ -261,7 +272,7 @@ def _introductions(con: Connection, start: dt.datetime, as_of: dt.datetime,
                 SELECT x AS person_id FROM intro_pairs UNION SELECT y FROM intro_pairs)),
         seen AS (  -- every thread each of these people was in, and when they first were
             SELECT t.thread_id, i.person_id, min(t.sent_at) AS first_ts
-            FROM message_threads t JOIN participants p USING (message_key)
+            FROM message_thread_ids t JOIN participants p USING (message_key)
             JOIN identities i ON i.address = p.address
             WHERE p.role IN ('from', 'to', 'cc')
               AND i.person_id IN (SELECT person_id FROM persons)

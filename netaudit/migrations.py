@@ -308,4 +308,111 @@ MIGRATIONS: tuple[Migration, ...] = (
         WHERE e.address NOT IN (SELECT address FROM me)
           AND NOT coalesce(i.is_automated OR i.ignored OR i.is_me, false)""",
     )),
+    Migration(5, "interactions stored with the people; thread ids without the thread order", (
+        # message_threads without the order inside each thread (a window over all mail):
+        # what finding a message's thread takes, for queries that need no more
+        """CREATE VIEW message_thread_ids AS
+        SELECT m.message_key, m.sent_at, m.direction, m.source, m.automated_reason,
+               m.recipient_count, m.subject_prefix,
+               coalesce(m.thread_hint, m.refs[1], m.in_reply_to, l.thread_id,
+                        m.message_key) AS thread_id,
+               CASE WHEN m.thread_hint IS NOT NULL THEN 'server'
+                    WHEN m.refs[1] IS NOT NULL THEN 'references'
+                    WHEN m.in_reply_to IS NOT NULL THEN 'in_reply_to'
+                    WHEN l.thread_id IS NOT NULL THEN 'subject'
+                    ELSE 'new' END AS thread_method
+        FROM messages m LEFT JOIN thread_links l USING (message_key)
+        WHERE m.sent_at IS NOT NULL AND l.method IS DISTINCT FROM 'copy'""",
+        """CREATE OR REPLACE VIEW message_threads AS
+        SELECT message_key, sent_at, direction, source, automated_reason, recipient_count,
+               thread_id, thread_method,
+               row_number() OVER w = 1 AND coalesce(subject_prefix, '') <> 'reply'
+                   AS starts_thread,
+               coalesce(lag(direction) OVER w <> direction,
+                        subject_prefix = 'reply', false) AS is_reply
+        FROM message_thread_ids
+        WINDOW w AS (PARTITION BY thread_id ORDER BY sent_at, message_key)""",
+        # The two halves of interactions, computed from the raw tables each time they are read.
+        # Mail: ordered as message_threads orders it, but only threads that hold personal mail
+        # (most automated mail is in threads of its own). They are picked by a hash of the
+        # thread id: two threads that share one are both ordered, each on its own, and only
+        # personal mail is kept; a set of a million ids held as text ran out of DuckDB's
+        # 128 MB where the hashes fit.
+        """CREATE VIEW mail_interactions AS
+        WITH me AS (SELECT DISTINCT address FROM me_addresses),
+        limits AS (SELECT coalesce(max(try_cast(value AS INTEGER)), 10) AS max_recipients
+                   FROM settings WHERE key = 'max_recipients'),
+        ordered AS (
+            SELECT message_key, sent_at, direction, source, automated_reason, recipient_count,
+                   thread_id, thread_method,
+                   row_number() OVER w = 1 AND coalesce(subject_prefix, '') <> 'reply'
+                       AS starts_thread,
+                   coalesce(lag(direction) OVER w <> direction,
+                            subject_prefix = 'reply', false) AS is_reply
+            FROM message_thread_ids
+            WHERE hash(thread_id) IN (
+                SELECT hash(thread_id) FROM message_thread_ids
+                WHERE automated_reason IS NULL
+                  AND recipient_count <= (SELECT max_recipients FROM limits))
+            WINDOW w AS (PARTITION BY thread_id ORDER BY sent_at, message_key)),
+        people_in AS (  -- one row per message and address, whatever roles it appears in
+            SELECT DISTINCT message_key, address, role = 'from' AS is_from
+            FROM participants WHERE role IN ('from', 'to', 'cc', 'bcc')),
+        mail AS (
+            SELECT t.sent_at AS ts, p.address, t.direction, t.thread_id, t.starts_thread,
+                   t.is_reply, t.source, t.thread_method
+            FROM ordered t JOIN people_in p USING (message_key)
+            WHERE t.automated_reason IS NULL
+              AND t.recipient_count <= (SELECT max_recipients FROM limits)
+              AND (t.direction = 'sent') <> p.is_from)
+        SELECT e.ts, coalesce(i.person_id, 'p' || substr(md5(e.address), 1, 10)) AS person_id,
+               e.address AS email, 'email' AS channel, e.direction, e.thread_id,
+               e.starts_thread, e.is_reply, e.source, e.thread_method
+        FROM mail e LEFT JOIN identities i ON i.address = e.address
+        WHERE e.address NOT IN (SELECT address FROM me)
+          AND NOT coalesce(i.is_automated OR i.ignored OR i.is_me, false)""",
+        """CREATE VIEW meeting_interactions AS
+        WITH me AS (SELECT DISTINCT address FROM me_addresses),
+        events AS (
+            SELECT coalesce(mt.starts_at, timezone(current_setting('TimeZone'),
+                                                   mt.start_date::TIMESTAMP)) AS ts,
+                   a.address, mt.calendar AS source
+            FROM meetings mt JOIN attendees a
+              ON a.calendar = mt.calendar AND a.occurrence_key = mt.occurrence_key)
+        SELECT e.ts, coalesce(i.person_id, 'p' || substr(md5(e.address), 1, 10)) AS person_id,
+               e.address AS email, 'meeting' AS channel, 'met' AS direction,
+               NULL::VARCHAR AS thread_id, NULL::BOOLEAN AS starts_thread,
+               NULL::BOOLEAN AS is_reply, e.source, NULL::VARCHAR AS thread_method
+        FROM events e LEFT JOIN identities i ON i.address = e.address
+        WHERE e.address NOT IN (SELECT address FROM me)
+          AND NOT coalesce(i.is_automated OR i.ignored OR i.is_me, false)""",
+        # mail_interactions as of the last regrouping (analysis/identity.py), which writes it
+        # and then points interactions at it: a report over a million messages reads these
+        # rows instead of ordering every thread again.
+        """CREATE TABLE interaction_rows (
+            ts TIMESTAMPTZ,
+            person_id VARCHAR,
+            email VARCHAR,
+            channel VARCHAR,
+            direction VARCHAR,
+            thread_id VARCHAR,
+            starts_thread BOOLEAN,
+            is_reply BOOLEAN,
+            source VARCHAR,
+            thread_method VARCHAR
+        )""",
+        # Until the next regrouping, interactions are computed (what LIVE_INTERACTIONS says)
+        """CREATE OR REPLACE VIEW interactions AS
+        SELECT * FROM mail_interactions UNION ALL SELECT * FROM meeting_interactions""",
+    )),
 )
+
+# What ``interactions`` reads. Stored: the rows the last regrouping wrote, while nothing the
+# people are built from has changed since (analysis/identity.py switches to it). Live: computed
+# from the raw tables, after any write to them (``netaudit.db.people_inputs_changed``). Each
+# gives the same rows as the other right after a regrouping. A migration that changes either
+# view changes these too.
+LIVE_INTERACTIONS = """CREATE OR REPLACE VIEW interactions AS
+    SELECT * FROM mail_interactions UNION ALL SELECT * FROM meeting_interactions"""
+STORED_INTERACTIONS = """CREATE OR REPLACE VIEW interactions AS
+    SELECT * FROM interaction_rows UNION ALL SELECT * FROM meeting_interactions"""

@@ -55,7 +55,9 @@ def collect(con: Connection, config: Config) -> dict[str, Any]:
     ]
     return {
         "database": str(config.database),
-        "messages": _one(con, "SELECT count(DISTINCT message_key) FROM messages"),
+        # one row per message (the writers' anti-join keeps keys unique); counting distinct
+        # keys held every key in memory: 110 MB more at a million messages
+        "messages": _one(con, "SELECT count(*) FROM messages"),
         "automated": _one(con, "SELECT count(*) FROM messages WHERE automated_reason "
                                "IS NOT NULL"),
         "meetings": meetings,
