@@ -48,7 +48,7 @@ from analysis.names import (
     parse_name,
 )
 from netaudit.db import PEOPLE_BUILT_FROM, Connection
-from netaudit.migrations import STORED_INTERACTIONS
+from netaudit.migrations import COMPUTED_INTERACTIONS, STORED_INTERACTIONS
 
 MOVE_GRACE = dt.timedelta(days=30)  # the old address may overlap the new one this long
 
@@ -199,13 +199,17 @@ def _built_from(con: Connection, ignore_patterns: Sequence[str], max_recipients:
     Writers clear the stored value (``db.people_inputs_changed``); the row counts are there as
     well so that rows added or deleted by hand in DuckDB are not missed either.
     """
+    return json.dumps({"rules": _RULES, "ignore": list(ignore_patterns),
+                       "max_recipients": max_recipients, "rows": _row_counts(con)})
+
+
+def _row_counts(con: Connection) -> list[int]:
     counts = con.execute("""
         SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM participants),
                (SELECT count(*) FROM meetings), (SELECT count(*) FROM attendees),
                (SELECT count(*) FROM me_addresses), (SELECT count(*) FROM person_decisions)
         """).fetchone()
-    return json.dumps({"rules": _RULES, "ignore": list(ignore_patterns),
-                       "max_recipients": max_recipients, "rows": list(counts or ())})
+    return list(counts or ())
 
 
 def refresh_if_stale(con: Connection, *, ignore_patterns: Sequence[str] = (),
@@ -403,3 +407,19 @@ def store_interactions(con: Connection) -> int:
     row = con.execute("INSERT INTO interaction_rows SELECT * FROM mail_interactions").fetchone()
     con.execute(STORED_INTERACTIONS)
     return int(row[0]) if row else 0
+
+
+def current_interactions(con: Connection) -> str:
+    """The relation a report reads interactions from: the view while the rows stored at the
+    last regrouping are current, else the interactions computed from the raw tables.
+
+    Rows written since (a batch whose regrouping has not run yet, rows added or deleted by
+    hand) would otherwise be missing from the report until the next sync. Read-only.
+    """
+    row = con.execute("SELECT value FROM settings WHERE key = ?", [PEOPLE_BUILT_FROM]
+                      ).fetchone()
+    try:
+        built = json.loads(row[0]).get("rows") if row else None
+    except (ValueError, AttributeError):
+        built = None
+    return "interactions" if built == _row_counts(con) else f"({COMPUTED_INTERACTIONS})"

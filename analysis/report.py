@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from analysis.identity import current_interactions
 from analysis.names import org_domain
 from netaudit.db import Connection
 
@@ -393,11 +394,12 @@ def build(con: Connection, *, as_of: dt.date, tz: str, analysis: Mapping[str, An
     if recent:
         recent_start = end_of_day(recent_from - dt.timedelta(days=1), tz)
 
-    # One snapshot of the interactions view: every query below reads it, not the view.
+    # One snapshot of the interactions: every query below reads it, not the view.
     # Only the columns the report reads; thread ids hashed (they are only compared).
     con.execute("CREATE OR REPLACE TEMP TABLE report_interactions AS "
                 "SELECT ts, person_id, email, channel, direction, hash(thread_id) AS thread_id, "
-                "starts_thread, is_reply FROM interactions WHERE ts <= ?::TIMESTAMPTZ", [end])
+                f"starts_thread, is_reply FROM {current_interactions(con)} "
+                "WHERE ts <= ?::TIMESTAMPTZ", [end])
     ties = _ties(con, end)
     threads = _threads(con, start, end)
     window = _window_counts(con, start, end)

@@ -412,7 +412,8 @@ MIGRATIONS: tuple[Migration, ...] = (
 # from the raw tables, after any write to them (``netaudit.db.people_inputs_changed``). Each
 # gives the same rows as the other right after a regrouping. A migration that changes either
 # view changes these too.
-LIVE_INTERACTIONS = """CREATE OR REPLACE VIEW interactions AS
-    SELECT * FROM mail_interactions UNION ALL SELECT * FROM meeting_interactions"""
+COMPUTED_INTERACTIONS = ("SELECT * FROM mail_interactions "
+                         "UNION ALL SELECT * FROM meeting_interactions")
+LIVE_INTERACTIONS = f"CREATE OR REPLACE VIEW interactions AS {COMPUTED_INTERACTIONS}"
 STORED_INTERACTIONS = """CREATE OR REPLACE VIEW interactions AS
     SELECT * FROM interaction_rows UNION ALL SELECT * FROM meeting_interactions"""

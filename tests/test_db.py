@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import re
@@ -17,6 +18,7 @@ from typing import IO
 import duckdb
 import pytest
 
+from analysis import identity
 from netaudit import db, sample
 from netaudit.errors import DatabaseBusy, DatabaseError
 from netaudit.migrations import MIGRATIONS, Migration
@@ -119,6 +121,51 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         con.execute("INSERT INTO schema_meta (version, name) VALUES (999, 'future')")
     with pytest.raises(DatabaseError, match="written by a newer netaudit"), db.writer(path):
         pass
+
+
+def test_a_file_of_schema_4_keeps_its_interactions_and_stores_them_when_regrouped(
+        tmp_path: Path) -> None:
+    """Schema 5 stores interactions at each regrouping. A file written before it reads the
+    same interactions right after the upgrade (computed from the raw tables, as schema 4
+    did), and the next regrouping stores those very rows."""
+    path = tmp_path / "n.duckdb"
+    con = duckdb.connect(str(path))
+    try:
+        assert db.migrate(con, path, MIGRATIONS[:4]) == [1, 2, 3, 4]
+        con.execute("INSERT INTO me_addresses (address, origin) VALUES ('me@x.example', 't')")
+        con.execute("""
+            INSERT INTO messages (message_key, message_id, source, location, sent_at,
+                                  date_source, from_addr, direction, recipient_count,
+                                  in_reply_to, refs, is_dsn)
+            VALUES ('q@x.example', 'q@x.example', 'import', 'a', '2026-01-05 09:00+00',
+                    'header', 'me@x.example', 'sent', 1, NULL, [], false),
+                   ('a@ann.example', 'a@ann.example', 'import', 'b', '2026-01-06 09:00+00',
+                    'header', 'ann@ann.example', 'received', 1, 'q@x.example',
+                    ['q@x.example'], false)""")
+        con.execute("""
+            INSERT INTO participants (message_key, role, position, address) VALUES
+                ('q@x.example', 'from', 0, 'me@x.example'),
+                ('q@x.example', 'to', 0, 'ann@ann.example'),
+                ('a@ann.example', 'from', 0, 'ann@ann.example'),
+                ('a@ann.example', 'to', 0, 'me@x.example')""")
+    finally:
+        con.close()
+    ann = "p" + hashlib.md5(b"ann@ann.example").hexdigest()[:10]
+    expected = [(ann, "ann@ann.example", "sent", "q@x.example", True, False, "new"),
+                (ann, "ann@ann.example", "received", "q@x.example", False, True, "references")]
+    sql = ("SELECT person_id, email, direction, thread_id, starts_thread, is_reply, "
+           "thread_method FROM interactions ORDER BY ts")
+    with db.writer(path) as con:  # migrates to the latest schema
+        assert db.schema_version(con) == MIGRATIONS[-1].version
+        assert con.execute(sql).fetchall() == expected
+        assert con.execute("SELECT count(*) FROM interaction_rows").fetchone() == (0,)
+        con.execute("BEGIN TRANSACTION")
+        identity.refresh(con)
+        con.execute("COMMIT")
+    with db.reader(path) as con:
+        assert con.execute(sql).fetchall() == expected
+        assert con.execute("SELECT count(*) FROM interaction_rows").fetchone() == (2,)
+    assert db.backup_path(path, 4).exists()
 
 
 HOLD_WRITER = textwrap.dedent("""
