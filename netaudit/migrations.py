@@ -8,6 +8,7 @@ Never edit a migration that has shipped; add a new one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -417,3 +418,17 @@ COMPUTED_INTERACTIONS = ("SELECT * FROM mail_interactions "
 LIVE_INTERACTIONS = f"CREATE OR REPLACE VIEW interactions AS {COMPUTED_INTERACTIONS}"
 STORED_INTERACTIONS = """CREATE OR REPLACE VIEW interactions AS
     SELECT * FROM interaction_rows UNION ALL SELECT * FROM meeting_interactions"""
+
+
+def compute_interactions(con: Any) -> None:
+    """Point ``interactions`` back at the rows computed from the raw tables, since the ones
+    stored at the last regrouping lack what a write brings (``db.people_inputs_changed``
+    calls this). Nothing to do before schema 5, nor when the view computes them already.
+    ``con`` is a DuckDB connection inside the writer's transaction.
+    """
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE view_name = 'interactions' "
+        "AND schema_name = 'main' AND database_name = current_database() "
+        "AND sql LIKE '%interaction_rows%'").fetchone()
+    if row and row[0]:
+        con.execute(LIVE_INTERACTIONS)
