@@ -377,14 +377,17 @@ SHORTER = "shorter than when it was last read; read whole again"
 REWRITTEN = "changed before where the last read ended; read whole again"
 
 
-def resume_point(buf: mmap.mmap | bytes, since: MboxPosition | None) -> Resume:
+def resume_point(buf: mmap.mmap | bytes, since: MboxPosition | None,
+                 limit: int = MAX_HEADER_BYTES) -> Resume:
     """Where to read ``buf`` (the whole file) from, given the last read's position. Pure.
 
-    Starting at ``since.end`` gives exactly the messages a whole read would give from there:
-    a message's end is decided by what follows its start, and a From_ line heading a header
-    block at ``end`` is where a whole read ends the message before it too. When the file
-    grew any other way (the last message was still being written), its last message is read
-    again from ``since.last``; message keys keep it from doubling.
+    The answer gives exactly the messages a whole read would give from there on, because
+    where a message ends is decided by the bytes from its start on (``_message_end``): the
+    last message read, at ``since.last``, is looked at again in the file as it is now; when
+    it still ends at ``since.end``, reading starts there; when it does not (it was still
+    being written, or the bytes appended continue it), it is read again from its start,
+    and message keys keep it from doubling. The bytes before it are taken to be unchanged
+    when their samples are (``sample_digest``).
     """
     size = len(buf)
     if since is None or since.end == 0:
@@ -395,18 +398,19 @@ def resume_point(buf: mmap.mmap | bytes, since: MboxPosition | None) -> Resume:
         return Resume(0, REWRITTEN)
     if size == since.end:
         return Resume(size, UNCHANGED, since.count)
-    end = since.end
-    if buf[end - 1:end] == b"\n" and buf[end:end + 5] == b"From " and _is_separator(buf, end):
-        return Resume(end, APPENDED, since.count)
     last = since.last
-    at_line = last > 0 and buf[last - 1:last] == b"\n"
-    if buf[last:last + 5] == b"From " and (at_line or last == _first_from_line(buf)):
-        return Resume(last, GREW, max(0, since.count - 1))
-    return Resume(0, REWRITTEN)
+    if buf[last:last + 5] != b"From ":
+        return Resume(0, REWRITTEN)
+    line_end = buf.find(b"\n", last)
+    head_start = size if line_end < 0 else line_end + 1
+    head_end = _header_end(buf, head_start, limit)
+    if _message_end(buf, head_end, bytes(buf[head_start:head_end])) == since.end:
+        return Resume(since.end, APPENDED, since.count)
+    return Resume(last, GREW, max(0, since.count - 1))
 
 
 POSITION_EVERY = 5000  # messages between two positions: a crash re-reads at most that many
-_RELEASE_BYTES = 64 << 20  # mapped pages already read are given back every 64 MiB
+_RELEASE_BYTES = 8 << 20  # mapped pages already read are given back every 8 MiB
 
 
 def read_mbox(path: Path, since: MboxPosition | None = None, limit: int = MAX_HEADER_BYTES,
@@ -430,7 +434,7 @@ def read_mbox(path: Path, since: MboxPosition | None = None, limit: int = MAX_HE
                 yield MboxPosition(0, 0, 0, sample_digest(b"", 0))
             return
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            resume = resume_point(buf, since)
+            resume = resume_point(buf, since, limit)
             yield resume
             if resume.start >= size:
                 return
@@ -498,31 +502,34 @@ def _split(buf: mmap.mmap | bytes, path: Path, pos: int, limit: int,
             dates = ()
         head_end = _header_end(buf, head_start, limit)
         header = bytes(buf[head_start:head_end])
-        body_start = head_end + (2 if buf[head_end:head_end + 2] == b"\r\n" else 1)
-        nxt = -1
-        # A search for the field costs 8 µs in a 1.5 KB header; most have none.
-        m = _CONTENT_LENGTH.search(header) if b"content-length" in header.lower() else None
-        if m:
-            cand = body_start + int(m.group(1))
-            for skip in (0, 1, 2):
-                c = cand + skip
-                if c >= size or (buf[c:c + 5] == b"From " and buf[c - 1:c] == b"\n"):
-                    nxt = min(c, size)
-                    break
-        if nxt < 0:
-            nxt = size
-            search = head_end
-            while True:
-                found = buf.find(b"\nFrom ", search)
-                if found < 0:
-                    break
-                if _is_separator(buf, found + 1):
-                    nxt = found + 1
-                    break
-                search = found + 1
+        nxt = _message_end(buf, head_end, header)
         yield RawMessage(f"{where}#{pos}", header, nxt - pos, dates, path, pos)
         pos = nxt
         has_from_line = True
+
+
+def _message_end(buf: mmap.mmap | bytes, head_end: int, header: bytes) -> int:
+    """Where the message whose header block ends at ``head_end`` ends: where the next From_
+    line starts, or the end of the file. Decided by the bytes from the message's start on
+    only, which is what lets a later read start at a message (``resume_point``)."""
+    size = len(buf)
+    body_start = head_end + (2 if buf[head_end:head_end + 2] == b"\r\n" else 1)
+    # A search for the field costs 8 µs in a 1.5 KB header; most have none.
+    m = _CONTENT_LENGTH.search(header) if b"content-length" in header.lower() else None
+    if m:
+        cand = body_start + int(m.group(1))
+        for skip in (0, 1, 2):
+            c = cand + skip
+            if c >= size or (buf[c:c + 5] == b"From " and buf[c - 1:c] == b"\n"):
+                return min(c, size)
+    search = head_end
+    while True:
+        found = buf.find(b"\nFrom ", search)
+        if found < 0:
+            return size
+        if _is_separator(buf, found + 1):
+            return found + 1
+        search = found + 1
 
 
 # A line that may start another message: a From_ line, or a Message-ID field (every message a

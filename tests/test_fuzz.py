@@ -313,6 +313,96 @@ def test_mbox_splitter_covers_the_file_in_order(scratch: Path, data: bytes, limi
         check_record(parse_headers(m.header, fallback_dates=m.fallback_dates, now=NOW))
 
 
+def _read(path: Path, since: mailfiles.MboxPosition | None, limit: int) -> tuple[
+        mailfiles.Resume, list[mailfiles.RawMessage], mailfiles.MboxPosition | None]:
+    resume = None
+    messages = []
+    position = since
+    for item in mailfiles.read_mbox(path, since, limit=limit, every=2):
+        if isinstance(item, mailfiles.Resume):
+            resume = item
+        elif isinstance(item, mailfiles.MboxPosition):
+            position = item
+        else:
+            messages.append(item)
+    assert resume is not None
+    return resume, messages, position
+
+
+def _shape(messages: list[mailfiles.RawMessage]) -> list[tuple[object, ...]]:
+    return [(m.offset, m.size, m.header, m.fallback_dates) for m in messages]
+
+
+@FUZZ
+@given(data=mbox_bytes(), cut=st.floats(0, 1), limit=st.sampled_from((MAX_HEADER_BYTES, 64)))
+@example(data=b"From a\nFrom: b@x.example\n\nbody\nFrom c\nFrom: d@x.example\n\nx\n", cut=0.5,
+         limit=MAX_HEADER_BYTES)
+@example(data=b"From a\nContent-Length: 40\n\nbody\nFrom c\nFrom: d@x.example\n\nx\n" * 2,
+         cut=0.3, limit=MAX_HEADER_BYTES)
+# Content-Length past the end of the file read first; the whole file makes it land on the
+# third From_ line, so the second message is part of the first one's body.
+@example(data=b"From a\nFrom: b@x.example\nContent-Length: 33\n\nbody\nFrom c\nFrom: d@x.example"
+         b"\n\nx\nFrom e\nFrom: f@x.example\n\ny\n", cut=0.4764, limit=MAX_HEADER_BYTES)
+def test_reading_what_was_appended_gives_what_a_whole_read_gives(
+        scratch: Path, data: bytes, cut: float, limit: int) -> None:
+    """An mbox read up to a point, then read again after more bytes were appended, from the
+    position the first read left: the messages kept from the first read and those of the
+    second are exactly those of one read of the whole file (offsets, sizes, headers, dates)."""
+    path = scratch / "grow.mbox"
+    k = int(len(data) * cut)
+    path.write_bytes(data[:k])
+    _, before, position = _read(path, None, limit)
+    path.write_bytes(data)
+    resume, after, end = _read(path, position, limit)
+    whole = list(mailfiles.iter_mbox(path, limit=limit))
+    kept = [m for m in before if (m.offset or 0) < resume.start] if resume.start else []
+    assert _shape(kept + after) == _shape(whole)
+    if position is not None and 0 < position.end == len(data):
+        assert resume.why == mailfiles.UNCHANGED and after == []
+    if whole:
+        assert end is not None and end.end == len(data) and end.count == len(whole)
+        assert end.last == whole[-1].offset
+
+
+@FUZZ
+@given(data=mbox_bytes(), start=st.integers(0, 400), length=st.integers(1, 200))
+def test_a_rewritten_mbox_is_read_whole_again(scratch: Path, data: bytes, start: int,
+                                              length: int) -> None:
+    """Bytes removed before where the last read ended (a compaction): the file is read
+    whole, so nothing after them is skipped."""
+    path = scratch / "compact.mbox"
+    path.write_bytes(data)
+    _, _, position = _read(path, None, MAX_HEADER_BYTES)
+    shorter = data[:start] + data[start + length:]
+    if position is None or start >= len(data) or position.end == 0:
+        return
+    path.write_bytes(shorter + data[-length:] * 2)  # as long as before, or longer
+    resume, after, _ = _read(path, position, MAX_HEADER_BYTES)
+    if resume.whole:
+        assert _shape(after) == _shape(list(mailfiles.iter_mbox(path)))
+    else:  # only when the removed bytes were put back as they were
+        assert path.read_bytes()[:position.end] == data[:position.end]
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@FUZZ
+@given(sender=st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1,
+                      max_size=12),
+       day=st.sampled_from(_DAYS), month=st.sampled_from(_MONTHS), date=st.integers(0, 35),
+       pad=st.sampled_from((" ", "  ")), hour=st.integers(0, 25), minute=st.integers(0, 61),
+       second=st.integers(0, 61), year=st.integers(900, 9999),
+       tail=st.sampled_from(("", " ", "\r", " \t", " +0200", " remote from x")))
+def test_the_quick_from_line_date_is_the_email_packages(
+        sender: str, day: str, month: str, date: int, pad: str, hour: int, minute: int,
+        second: int, year: int, tail: str) -> None:
+    line = (f"From {sender}{pad}{day} {month} {date:>2} {hour:02}:{minute:02}:{second:02} "
+            f"{year}{tail}").encode()
+    assert mailfiles._from_line_date(line) == mailfiles._from_line_date_slow(line)
+
+
 # ---------------------------------------------------------------------------------------------
 # The Maildir reader
 
