@@ -291,6 +291,7 @@ def refresh(con: Connection, *, ignore_patterns: Sequence[str] = (),
 
     Runs inside the caller's write transaction.
     """
+    _remember_previous(con)
     con.execute("DELETE FROM settings WHERE key = 'max_recipients'")
     con.execute("INSERT INTO settings VALUES ('max_recipients', ?)", [str(max_recipients)])
     decisions = con.execute("SELECT kind, address, other FROM person_decisions "
@@ -394,19 +395,129 @@ def refresh(con: Connection, *, ignore_patterns: Sequence[str] = (),
     return len(members)
 
 
+INTERACTIONS_BUILT_FROM = "interactions_built_from"  # settings key: what interaction_rows hold
+
+
+def _remember_previous(con: Connection) -> None:
+    """The people and thread links as the stored interactions were built from them, for
+    ``store_interactions`` to see what a regrouping changed (temp tables of this connection)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE previous_identities AS "
+                "SELECT address, person_id, is_automated, ignored, is_me FROM identities")
+    con.execute("CREATE OR REPLACE TEMP TABLE previous_thread_links AS "
+                "SELECT message_key, thread_id, method FROM thread_links")
+
+
+def _stored_state(con: Connection) -> dict[str, int | None]:
+    """What the stored mail interactions depend on besides people and thread links."""
+    row = con.execute("""
+        SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM participants),
+               (SELECT count(*) FROM me_addresses),
+               (SELECT coalesce(max(try_cast(value AS INTEGER)), 10) FROM settings
+                WHERE key = 'max_recipients'),
+               (SELECT epoch_us(max(ingested_at)) FROM messages),
+               (SELECT count(*) FROM interaction_rows)""").fetchone()
+    assert row is not None
+    return dict(zip(("messages", "participants", "me", "max_recipients", "ingested", "rows"),
+                    row, strict=True))
+
+
 def store_interactions(con: Connection) -> int:
     """Write the mail half of ``interactions`` as of these people and threads, and point the
     view at it; returns the rows written.
 
     Computing it orders every thread of the mailbox (a window over all mail) and joins every
     participant: 5 s and 200 MB at a million messages, on every read. Stored once here, a read
-    costs a scan. Writers switch the view back to computing (db.people_inputs_changed) until
-    the next regrouping. Runs inside the caller's write transaction.
+    costs a scan. When only new mail came in since the rows were stored, only the threads it
+    joined are computed again, with those where a thread link or a person changed
+    (``_changed_threads``); anything else (mail deleted, rows added to old mail by hand, my
+    addresses or ``max_recipients`` changed, a first run) computes them all. Writers switch
+    the view back to computing (db.people_inputs_changed) until the next regrouping. Runs
+    inside the caller's write transaction, after ``refresh`` rebuilt people and threads.
     """
-    con.execute("DELETE FROM interaction_rows")
-    row = con.execute("INSERT INTO interaction_rows SELECT * FROM mail_interactions").fetchone()
+    row = con.execute("SELECT value FROM settings WHERE key = ?", [INTERACTIONS_BUILT_FROM]
+                      ).fetchone()
+    try:
+        before = json.loads(row[0]) if row else None
+    except ValueError:
+        before = None
+    if isinstance(before, dict) and _changed_threads(con, before, _stored_state(con)):
+        con.execute("DELETE FROM interaction_rows "
+                    "WHERE thread_id IN (SELECT thread_id FROM changed_threads)")
+        con.execute("CREATE OR REPLACE TEMP TABLE changed_messages AS SELECT * "
+                    "FROM message_thread_ids "
+                    "WHERE thread_id IN (SELECT thread_id FROM changed_threads)")
+        written = con.execute("INSERT INTO interaction_rows "
+                              "SELECT * FROM mail_interactions_of('changed_messages')"
+                              ).fetchone()
+    else:
+        con.execute("DELETE FROM interaction_rows")
+        written = con.execute("INSERT INTO interaction_rows SELECT * FROM mail_interactions"
+                              ).fetchone()
     con.execute(STORED_INTERACTIONS)
-    return int(row[0]) if row else 0
+    con.execute("DELETE FROM settings WHERE key = ?", [INTERACTIONS_BUILT_FROM])
+    con.execute("INSERT INTO settings VALUES (?, ?)",
+                [INTERACTIONS_BUILT_FROM, json.dumps(_stored_state(con))])
+    return int(written[0]) if written else 0
+
+
+def _changed_threads(con: Connection, before: dict[str, int | None],
+                     now: dict[str, int | None]) -> bool:
+    """Temp table ``changed_threads``: the threads whose stored rows may differ from what
+    computing them gives now, when only new mail can have changed them; False when more did.
+
+    New mail is what was stored after the newest message the rows were built from; the
+    counts of messages and participants must then add up, or something else was written
+    (deleted, or added to old mail). A thread changes when new mail joins it, when a thread
+    link moved a message into or out of it (its thread before is worked out as
+    message_thread_ids does, from the links before), and when anyone in it became another
+    person, automated, ignored or mine.
+    """
+    if any(before.get(key) != now[key] for key in ("me", "max_recipients", "rows")):
+        return False
+    con.execute("CREATE OR REPLACE TEMP TABLE new_messages AS SELECT message_key "
+                "FROM messages WHERE ?::BIGINT IS NULL OR epoch_us(ingested_at) > ?",
+                [before.get("ingested"), before.get("ingested")])
+    row = con.execute("""
+        SELECT (SELECT count(*) FROM new_messages),
+               (SELECT count(*) FROM participants
+                WHERE message_key IN (SELECT message_key FROM new_messages))""").fetchone()
+    assert row is not None
+    added_messages, added_participants = row
+    if (before.get("messages"), before.get("participants")) != (
+            (now["messages"] or 0) - added_messages,
+            (now["participants"] or 0) - added_participants):
+        return False
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE changed_threads AS
+        WITH links AS (  -- messages whose thread link is not what it was
+            SELECT message_key FROM (
+                (SELECT message_key, thread_id, method FROM previous_thread_links
+                 EXCEPT SELECT message_key, thread_id, method FROM thread_links)
+                UNION ALL
+                (SELECT message_key, thread_id, method FROM thread_links
+                 EXCEPT SELECT message_key, thread_id, method FROM previous_thread_links))),
+        people AS (  -- addresses whose person or flags are not what they were
+            SELECT address FROM (
+                (SELECT * FROM previous_identities
+                 EXCEPT SELECT address, person_id, is_automated, ignored, is_me
+                        FROM identities)
+                UNION ALL
+                (SELECT address, person_id, is_automated, ignored, is_me FROM identities
+                 EXCEPT SELECT * FROM previous_identities))),
+        touched AS (
+            SELECT message_key FROM new_messages
+            UNION SELECT message_key FROM links
+            UNION SELECT message_key FROM participants
+                  WHERE role IN ('from', 'to', 'cc', 'bcc')
+                    AND address IN (SELECT address FROM people))
+        SELECT thread_id FROM message_thread_ids
+        WHERE message_key IN (SELECT message_key FROM touched)
+        UNION
+        SELECT coalesce(m.thread_hint, m.refs[1], m.in_reply_to, p.thread_id, m.message_key)
+        FROM messages m LEFT JOIN previous_thread_links p USING (message_key)
+        WHERE m.message_key IN (SELECT message_key FROM links)
+          AND m.sent_at IS NOT NULL AND p.method IS DISTINCT FROM 'copy'""")
+    return True
 
 
 def current_interactions(con: Connection) -> str:

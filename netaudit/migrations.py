@@ -406,6 +406,51 @@ MIGRATIONS: tuple[Migration, ...] = (
         """CREATE OR REPLACE VIEW interactions AS
         SELECT * FROM mail_interactions UNION ALL SELECT * FROM meeting_interactions""",
     )),
+    Migration(6, "mail interactions of chosen threads", (
+        # mail_interactions of the messages in ``src`` (rows of message_thread_ids, whole
+        # threads): a regrouping after new mail recomputes the threads it changed, not all.
+        # Personal mail is picked by hashes of its thread and message keys (two that share a
+        # hash only bring in more rows, which the exact joins drop): sets of a million keys
+        # held as text ran out of DuckDB's 128 MB where their hashes fit.
+        """CREATE MACRO mail_interactions_of(src) AS TABLE
+        WITH me AS (SELECT DISTINCT address FROM me_addresses),
+        limits AS (SELECT coalesce(max(try_cast(value AS INTEGER)), 10) AS max_recipients
+                   FROM settings WHERE key = 'max_recipients'),
+        personal AS (
+            SELECT hash(thread_id) AS thread, hash(message_key) AS message
+            FROM query_table(src)
+            WHERE automated_reason IS NULL
+              AND recipient_count <= (SELECT max_recipients FROM limits)),
+        ordered AS (  -- every message of those threads: the order needs them all
+            SELECT message_key, sent_at, direction, source, automated_reason, recipient_count,
+                   thread_id, thread_method,
+                   row_number() OVER w = 1 AND coalesce(subject_prefix, '') <> 'reply'
+                       AS starts_thread,
+                   coalesce(lag(direction) OVER w <> direction,
+                            subject_prefix = 'reply', false) AS is_reply
+            FROM query_table(src)
+            WHERE hash(thread_id) IN (SELECT thread FROM personal)
+            WINDOW w AS (PARTITION BY thread_id ORDER BY sent_at, message_key)),
+        people_in AS (  -- one row per message and address, whatever roles it appears in
+            SELECT DISTINCT message_key, address, role = 'from' AS is_from
+            FROM participants WHERE role IN ('from', 'to', 'cc', 'bcc')
+              AND hash(message_key) IN (SELECT message FROM personal)),
+        mail AS (
+            SELECT t.sent_at AS ts, p.address, t.direction, t.thread_id, t.starts_thread,
+                   t.is_reply, t.source, t.thread_method
+            FROM ordered t JOIN people_in p USING (message_key)
+            WHERE t.automated_reason IS NULL
+              AND t.recipient_count <= (SELECT max_recipients FROM limits)
+              AND (t.direction = 'sent') <> p.is_from)
+        SELECT e.ts, coalesce(i.person_id, 'p' || substr(md5(e.address), 1, 10)) AS person_id,
+               e.address AS email, 'email' AS channel, e.direction, e.thread_id,
+               e.starts_thread, e.is_reply, e.source, e.thread_method
+        FROM mail e LEFT JOIN identities i ON i.address = e.address
+        WHERE e.address NOT IN (SELECT address FROM me)
+          AND NOT coalesce(i.is_automated OR i.ignored OR i.is_me, false)""",
+        """CREATE OR REPLACE VIEW mail_interactions AS
+        SELECT * FROM mail_interactions_of('message_thread_ids')""",
+    )),
 )
 
 # What ``interactions`` reads. Stored: the rows the last regrouping wrote, while nothing the

@@ -15,9 +15,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from analysis import identity
 from ingest import local
+from netaudit import db
 from tests import scenario
-from tests.conftest import Run, write_config
+from tests.conftest import Run, data_path, write_config
 
 SENTINEL = "Planted By The Test"
 NEW_FRIEND = "nova@newfriend.example"
@@ -151,6 +153,9 @@ def test_rows_added_by_hand_in_duckdb_regroup(synced: dict[str, Path], run: Run)
     assert regrouped(synced["db"])
     assert query(synced["db"], "SELECT name FROM identities WHERE address = "
                                "'hand@added.example'") == [("Hand Added",)]
+    # the stored interactions were computed again: the hand-added Cc is in them
+    assert query(synced["db"], "SELECT * FROM interaction_rows ORDER BY ALL") == \
+        query(synced["db"], "SELECT * FROM mail_interactions ORDER BY ALL")
 
 
 def test_people_decisions_regroup(synced: dict[str, Path], run: Run) -> None:
@@ -211,3 +216,46 @@ def test_a_report_counts_mail_stored_after_the_last_regrouping(
                                f"WHERE email = '{NEW_FRIEND}'") == [(2,)]
     assert report() == {**before, "people": before["people"] + 1,
                         "messages": before["messages"] + 2}
+
+
+def test_mail_imported_folder_by_folder_is_stored_as_computing_it_all_gives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Phillip Allen's mailbox, one folder after another as syncs bring them: each regrouping
+    stores only the threads the new mail joined (with those where a subject link, a copy or a
+    person changed), and the stored rows are always what computing them all gives. Ignoring
+    someone changes their rows too."""
+    mailbox = data_path("enron-mbox", "allen-p")
+    path = tmp_path / "n.duckdb"
+    me = frozenset(["phillip.allen@enron.com", "k..allen@enron.com", "pallen@enron.com",
+                    "phillip.k.allen@enron.com"])
+    local.prepare_me(path, sorted(me), [])
+    written: list[int] = []
+    store = identity.store_interactions
+    monkeypatch.setattr(identity, "store_interactions",
+                        lambda con: written.append(store(con)) or written[-1])
+
+    def regroup(decide: str | None = None) -> tuple[int, int]:
+        with db.writer(path) as con:
+            con.execute("BEGIN TRANSACTION")
+            if decide:
+                con.execute(decide)
+                db.people_inputs_changed(con)
+            assert identity.refresh_if_stale(con)
+            con.execute("COMMIT")
+            stored = con.execute("SELECT * FROM interaction_rows ORDER BY ALL").fetchall()
+            assert stored == con.execute("SELECT * FROM mail_interactions ORDER BY ALL"
+                                         ).fetchall()
+        return written[-1], len(stored)
+
+    steps = [["inbox", "sent"], ["all_documents", "discussion_threads"], ["_sent_mail"],
+             ["deleted_items"], ["notes_inbox", "sent_items", "straw", "contacts"]]
+    counts = []
+    for folders in steps:
+        local.import_paths(path, "import", [mailbox / f"{f}.mbox" for f in folders], me=me)
+        counts.append(regroup())
+    assert counts[0] == (667, 667)  # the first stores everything
+    assert all(n < total for n, total in counts[1:])  # later ones what changed
+    assert counts[-1][1] == 1214  # as one import of the whole mailbox gives
+    n, total = regroup("INSERT INTO person_decisions (kind, address) "
+                       "VALUES ('ignore', 'keith.holst@enron.com')")
+    assert n < total == 1214 - 51  # Keith Holst's 51 rows are gone
