@@ -408,17 +408,19 @@ def _remember_previous(con: Connection) -> None:
 
 
 def _stored_state(con: Connection) -> dict[str, int | None]:
-    """What the stored mail interactions depend on besides people and thread links."""
+    """What the stored mail interactions depend on besides people and thread links (the
+    schema too: a migration may change how they are computed)."""
     row = con.execute("""
         SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM participants),
-               (SELECT count(*) FROM me_addresses),
+               (SELECT hash(list(address ORDER BY address)) FROM me_addresses),
                (SELECT coalesce(max(try_cast(value AS INTEGER)), 10) FROM settings
                 WHERE key = 'max_recipients'),
                (SELECT epoch_us(max(ingested_at)) FROM messages),
-               (SELECT count(*) FROM interaction_rows)""").fetchone()
+               (SELECT count(*) FROM interaction_rows),
+               (SELECT max(version) FROM schema_meta)""").fetchone()
     assert row is not None
-    return dict(zip(("messages", "participants", "me", "max_recipients", "ingested", "rows"),
-                    row, strict=True))
+    return dict(zip(("messages", "participants", "me", "max_recipients", "ingested", "rows",
+                     "schema"), row, strict=True))
 
 
 def store_interactions(con: Connection) -> int:
@@ -472,7 +474,7 @@ def _changed_threads(con: Connection, before: dict[str, int | None],
     message_thread_ids does, from the links before), and when anyone in it became another
     person, automated, ignored or mine.
     """
-    if any(before.get(key) != now[key] for key in ("me", "max_recipients", "rows")):
+    if any(before.get(key) != now[key] for key in ("me", "max_recipients", "rows", "schema")):
         return False
     con.execute("CREATE OR REPLACE TEMP TABLE new_messages AS SELECT message_key "
                 "FROM messages WHERE ?::BIGINT IS NULL OR epoch_us(ingested_at) > ?",
