@@ -1,9 +1,14 @@
 """Importing local mail: find the inputs, parse headers, write in batches.
 
 The same pipeline serves ``netaudit import PATH...`` and the ``[[maildir]]`` / ``[[mbox]]``
-sources of ``netaudit sync``. Each batch is written in one short transaction, so a crash loses
-at most the batch in flight, and the anti-join on the message key makes the re-run add only
-what is missing.
+sources of ``netaudit sync`` and the daemon. Each batch is written in one short transaction, so
+a crash loses at most the batch in flight, and the anti-join on the message key makes the
+re-run add only what is missing.
+
+What was read is remembered per source in ``sync_state`` (``FileMark``): an mbox is read again
+from where its last read ended (``mailfiles.read_mbox``), a Maildir source lists only the
+folders changed since its last complete scan (``sync_maildir``), so an unchanged mailbox of a
+million messages costs a few stats, and ten appended messages cost reading ten messages.
 
 A folder is not ours: an entry may be a FIFO, a folder may be unreadable, a name may not be
 UTF-8. Whatever cannot be read becomes a quarantine entry with its reason, and the rest is
