@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - a DuckDB package that is laid out diff
 
 from netaudit import paths
 from netaudit.errors import DatabaseBusy, DatabaseError
-from netaudit.migrations import MIGRATIONS, Migration
+from netaudit.migrations import MIGRATIONS, Migration, compute_interactions
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +296,9 @@ def people_inputs_changed(con: Connection) -> None:
     can skip the regrouping and a crash between a write and the regrouping cannot hide it.
     """
     con.execute("DELETE FROM settings WHERE key = ?", [PEOPLE_BUILT_FROM])
+    # the interactions stored at the last regrouping lack what this write brings: computed
+    # from the raw tables until the next regrouping stores them again
+    compute_interactions(con)
 
 
 def schema_version(con: Connection) -> int:

@@ -311,6 +311,7 @@ _ADDRESS_COLUMNS = {
     "participants": ("address",), "messages": ("from_addr",), "attendees": ("address",),
     "bounces": ("recipient",), "identities": ("address",),
     "identity_links": ("previous", "current"), "me_addresses": ("address",),
+    "interaction_rows": ("email",),
 }
 
 

@@ -259,3 +259,30 @@ def test_mail_imported_folder_by_folder_is_stored_as_computing_it_all_gives(
     n, total = regroup("INSERT INTO person_decisions (kind, address) "
                        "VALUES ('ignore', 'keith.holst@enron.com')")
     assert n < total == 1214 - 51  # Keith Holst's 51 rows are gone
+
+
+def test_the_view_counts_mail_written_before_its_regrouping(
+        synced: dict[str, Path], run: Run, tmp_path: Path) -> None:
+    """Between a write and its regrouping (the daemon waits a few seconds; a crash may come
+    between), `sql` and a user's own queries see the new mail too: the write points the view
+    back at the interactions computed from the raw tables, and the regrouping at the stored
+    rows again."""
+    def view_reads_stored() -> bool:
+        sql = query(synced["db"], "SELECT sql FROM duckdb_views() "
+                                  "WHERE view_name = 'interactions'")[0][0]
+        return "interaction_rows" in sql
+
+    assert view_reads_stored()
+    extra = scenario.Mailbox(tmp_path / "extra", counter=iter(range(40_000, 40_010)))
+    extra.write(sender=(NEW_FRIEND, "Nova Friend"), to=[(scenario.ME, "")],
+                when=dt.datetime(2026, 6, 3, 9, 0, tzinfo=dt.UTC))
+    result = local.import_paths(synced["db"], "import", [tmp_path / "extra"],
+                                me=frozenset([scenario.ME])).mail
+    assert result.new == 1
+    assert not view_reads_stored()
+    assert query(synced["db"], "SELECT count(*) FROM interactions "
+                               f"WHERE email = '{NEW_FRIEND}'") == [(1,)]
+    run("--config", str(synced["cfg"]), "sync", check=True)
+    assert view_reads_stored()
+    assert query(synced["db"], "SELECT count(*) FROM interactions "
+                               f"WHERE email = '{NEW_FRIEND}'") == [(1,)]
