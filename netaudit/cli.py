@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -208,14 +208,17 @@ def sql(app: App, query: str, fmt: str) -> None:
     """Run a read-only SQL query over the database (see docs/schema.md)."""
     from netaudit.output import write_rows
 
+    def chunks(cur: db.Connection) -> Iterator[tuple[Any, ...]]:
+        while batch := cur.fetchmany(10_000):
+            yield from batch
+
     with db.reader(app.config.database) as con:
         try:
             cur = con.execute(query)
             columns = [d[0] for d in cur.description or []]
-            rows = cur.fetchall() if columns else []
+            write_rows(columns, chunks(cur) if columns else [], fmt, sys.stdout)
         except db.Error as exc:
             raise NetauditError(f"SQL: {str(exc).splitlines()[0]}") from None
-    write_rows(columns, rows, fmt, sys.stdout)
 
 
 @cli.command()

@@ -7,7 +7,7 @@ import datetime as dt
 import decimal
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
 FORMATS = ("table", "csv", "json")
@@ -30,12 +30,18 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str,
+def write_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str,
                out: IO[str]) -> None:
+    """CSV and JSON are written row by row, so a query over every message streams instead of
+    holding a million rows (the JSON is what ``json.dump(..., indent=2)`` gives)."""
     if fmt == "json":
-        json.dump([{c: jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows],
-                  out, ensure_ascii=False, indent=2)
-        out.write("\n")
+        first = True
+        for row in rows:
+            item = json.dumps({c: jsonable(v) for c, v in zip(columns, row, strict=True)},
+                              ensure_ascii=False, indent=2)
+            out.write(("[\n  " if first else ",\n  ") + item.replace("\n", "\n  "))
+            first = False
+        out.write("[]\n" if first else "\n]\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
