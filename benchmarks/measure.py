@@ -44,6 +44,9 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
+OUTPUT_KEPT = 1 << 20
+
+
 def timed_run(cmd: Sequence[str], cwd: Path) -> tuple[float, int, int, str, str]:
     """(seconds, peak RSS in KiB, exit code, stdout, stderr) of ``cmd``.
 
@@ -74,5 +77,9 @@ def timed_run(cmd: Sequence[str], cwd: Path) -> tuple[float, int, int, str, str]
         out.seek(0)
         err.seek(0)
         peak = peak_tree[0] if had_children[0] else usage.ru_maxrss
+        # Only the first MiB of each: a command that prints a million rows would otherwise
+        # grow this process, and the next child, forked from it, counts that memory as its own
+        # peak until it execs.
         return (elapsed, peak, os.waitstatus_to_exitcode(status),
-                out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+                out.read(OUTPUT_KEPT).decode(errors="replace"),
+                err.read(OUTPUT_KEPT).decode(errors="replace"))
