@@ -25,15 +25,12 @@ by DuckDB and its position never moved, so the next sync fetches that batch agai
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import logging
 import os
 import pickle
 import queue
 import select
-import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -44,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.child import FRAME, HOLD_MESSAGES, HOLD_SECONDS, die_with_parent, read_exactly
 from ingest.headers import MessageRecord
 from ingest.imap_folders import Folder
 from ingest.imap_parse import location, mine_from_sent, parse_message
@@ -63,9 +61,6 @@ from netaudit.errors import DatabaseError
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 2  # jobs submitted and not yet committed, besides the one being written
-# The longest the child writer keeps the file open across jobs: the longest a reader waits.
-HOLD_SECONDS = 2.0
-HOLD_MESSAGES = 20_000  # ... and the most messages it writes before closing it
 
 
 UnparsedItem = tuple[int, int, bytes, Any, int | None]  # (seq, uid, header, INTERNALDATE, size)
@@ -187,7 +182,6 @@ def _commit_on(con: db.Connection, job: CommitJob, rows: Rows, quarantined: list
 # whose "spawn" imports the parent's __main__ again and so depends on how netaudit was
 # started.
 
-_LENGTH = struct.Struct("<Q")
 
 
 def _reportable(exc: BaseException, path: Path) -> Exception:
@@ -266,28 +260,11 @@ class _HeldFile:
             raise _reportable(exc, self.path) from None
 
 
-def _read_exactly(stream: io.RawIOBase, size: int) -> bytes | None:
-    """``size`` bytes, or None at the end of the stream (the parent is done)."""
-    data = bytearray(size)
-    view = memoryview(data)
-    got = 0
-    while got < size:
-        n = stream.readinto(view[got:])
-        if not n:
-            return None
-        got += n
-    return bytes(data)
-
-
 def child_main(database: str, hold: str = str(HOLD_SECONDS),
                hold_messages: str = str(HOLD_MESSAGES)) -> int:
-    # Ctrl-C reaches the whole process group; the parent decides (it waits for the jobs
-    # already handed over, which are complete batches).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:
-        return 1  # the parent died before the death signal was set
+    # Ctrl-C is the parent's: it waits for the jobs already handed over (complete batches)
+    if not die_with_parent():
+        return 1
     held = _HeldFile(Path(database), float(hold), int(hold_messages))
     jobs = io.FileIO(sys.stdin.fileno(), "rb", closefd=False)  # unbuffered: select tells all
     results = sys.stdout.buffer
@@ -297,8 +274,8 @@ def child_main(database: str, hold: str = str(HOLD_SECONDS),
             if wait and not select.select([jobs], [], [], wait)[0]:
                 with contextlib.suppress(Exception):  # the next job reports a failure
                     held.close()  # no job in time: let readers in
-            head = _read_exactly(jobs, _LENGTH.size)
-            data = _read_exactly(jobs, _LENGTH.unpack(head)[0]) if head else None
+            head = read_exactly(jobs, FRAME.size)
+            data = read_exactly(jobs, FRAME.unpack(head)[0]) if head else None
             if data is None:
                 return 0  # the parent is done
             reply: tuple[str, Any]
@@ -355,7 +332,7 @@ class ChildWriter:
 
     def submit(self, job: CommitJob, on_done: Done) -> None:
         data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
-        self._outbox.put(_LENGTH.pack(len(data)) + data)
+        self._outbox.put(FRAME.pack(len(data)) + data)
         self._pending.append((job, on_done))
         self.poll()
         while len(self._pending) > self.max_pending:

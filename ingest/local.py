@@ -18,15 +18,12 @@ read; nothing is opened that is not a regular file (``ingest.safe_files``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
 import logging
 import os
 import pickle
 import queue
 import select
-import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -35,9 +32,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from ingest import mailfiles
+from ingest.child import FRAME, HOLD_MESSAGES, HOLD_SECONDS, die_with_parent, read_exactly
 from ingest.dsn import parse_delivery_status
 from ingest.headers import Rejected, parse_headers
 from ingest.mailfiles import MboxPosition, RawMessage, Resume
@@ -562,8 +559,6 @@ def prepare_me(db_path: Path, config_me: Iterable[str], extra_me: Iterable[str])
 
 WRITE_MESSAGES = 10_000  # messages per transaction
 CHUNK = 1_000  # messages parsed at a time (by either process): what is in flight is bounded
-HOLD_SECONDS = 2.0  # the longest a reader waits for an import to let it in (readers wait 10 s)
-HOLD_MESSAGES = 20_000  # DuckDB's memory for an open file grows with what was written since
 HELPER_BYTES = 32 << 20  # less to read than this: a helper costs more than it saves (0.2 s)
 HELPER_AHEAD = 2  # chunks handed to the helper and not parsed yet
 UNPARSED_AHEAD = 3  # chunks read and not parsed yet: memory stays bounded
@@ -670,7 +665,7 @@ class _Helper:
 
     def submit(self, chunk: _Chunk, options: ParseOptions) -> None:
         data = pickle.dumps((chunk.items, options, chunk.first), pickle.HIGHEST_PROTOCOL)
-        self._outbox.put(_LENGTH.pack(len(data)) + data)
+        self._outbox.put(FRAME.pack(len(data)) + data)
         self._waiting += 1
 
     def answered(self) -> bool:
@@ -683,8 +678,8 @@ class _Helper:
         """The next chunk's rows; HelperLost when the helper is gone."""
         stdout = self._proc.stdout
         assert stdout is not None
-        head = _read_exactly(stdout, _LENGTH.size)
-        data = _read_exactly(stdout, _LENGTH.unpack(head)[0]) if head else None
+        head = read_exactly(stdout, FRAME.size)
+        data = read_exactly(stdout, FRAME.unpack(head)[0]) if head else None
         if data is None:
             raise HelperLost(f"exit code {self._proc.wait()}")
         self._waiting -= 1
@@ -727,40 +722,21 @@ class HelperLost(RuntimeError):
     """The helper process stopped or failed: this process parses its chunks again."""
 
 
-_LENGTH = struct.Struct("<Q")
-
-
-def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
-    """``size`` bytes from an unbuffered stream, or None at its end."""
-    data = bytearray(size)
-    view = memoryview(data)
-    got = 0
-    while got < size:
-        n = stream.readinto(view[got:])  # type: ignore[attr-defined]
-        if not n:
-            return None
-        got += n
-    return bytes(data)
-
-
 def helper_main() -> int:
     """The helper: chunks in on stdin, parsed rows out on stdout, each a pickle after its
     length. Ctrl-C is the parent's (it reaches the whole process group); the helper dies
     with its parent (PR_SET_PDEATHSIG)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    if os.getppid() == 1:
+    if not die_with_parent():
         return 1
     jobs, answers = sys.stdin.buffer, sys.stdout.buffer
-    while len(head := jobs.read(_LENGTH.size)) == _LENGTH.size:
-        items, options, first = pickle.loads(jobs.read(_LENGTH.unpack(head)[0]))
+    while len(head := jobs.read(FRAME.size)) == FRAME.size:
+        items, options, first = pickle.loads(jobs.read(FRAME.unpack(head)[0]))
         try:
             reply: tuple[str, object] = ("ok", parse_batch(items, options, first))
         except Exception as exc:  # a bug; the parent parses the chunk again and raises it
             reply = ("error", f"{type(exc).__name__}: {exc}")
         data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
-        answers.write(_LENGTH.pack(len(data)) + data)
+        answers.write(FRAME.pack(len(data)) + data)
         answers.flush()
     return 0
 
