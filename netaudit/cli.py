@@ -57,6 +57,12 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     netaudit reads mail headers and calendars into a local DuckDB file and reports which
     ties you neglect, which are one-sided, who changed jobs, how much you meet in person
     and whom you newly connected. Nothing leaves this machine.
+
+    \b
+    Examples:
+      netaudit init --me you@example.org     # a config, then add your sources to it
+      netaudit import ~/Mail/archive.mbox    # or sync the sources of the config
+      netaudit report                        # the last twelve months
     """
     logs.setup(verbose)
     db.set_wait_notice(lambda text: click.echo(text, err=True))
@@ -105,6 +111,10 @@ def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
 
     Directories are walked: Maildir cur/ and new/ folders, Maildir++ subfolders, and files
     that look like mail. Importing the same input again adds nothing.
+
+    \b
+    Example:
+      netaudit import ~/Mail/archive.mbox ~/calendar.ics --me you@example.org
     """
     from ingest import local
     from ingest.safe_files import path_text
@@ -150,7 +160,12 @@ def import_(app: App, paths: tuple[Path, ...], me: tuple[str, ...]) -> None:
 @click.option("--source", "source_name", metavar="NAME", help="Only this source.")
 @pass_app
 def sync(app: App, source_name: str | None) -> None:
-    """Pull every configured source once; the others go on when one fails."""
+    """Pull every configured source once; the others go on when one fails.
+
+    \b
+    Example:
+      netaudit sync --source work
+    """
     from ingest import sources
 
     cfg = app.config
@@ -493,6 +508,10 @@ def daemon(app: App, poll_seconds: int, rescan_seconds: int) -> None:
     Meant to run as the systemd user service that `netaudit service install` sets up
     (Type=notify, watchdog). SIGTERM stops it cleanly; SIGHUP reloads the config (a broken
     one is logged and the running one kept).
+
+    \b
+    Example:
+      netaudit daemon --poll-seconds 120    # what the service runs, in a terminal
     """
     from ingest import daemon as daemon_mod
 
